@@ -1,0 +1,1 @@
+"""The `vigie` command line: thin commands over the library core."""

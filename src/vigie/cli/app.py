@@ -1,0 +1,40 @@
+"""The root `vigie` command; translates domain errors into messages and exit codes once."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from vigie import __version__
+from vigie.cli import demo, fleet
+from vigie.errors import VigieError
+
+app = typer.Typer(
+    name="vigie",
+    help="A privacy-safe analytics replica for a connected-device fleet.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(fleet.app, name="fleet")
+app.command("demo")(demo.demo)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the vigie version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Console entry point: run the app, render VigieError as a message, never a traceback."""
+    err = Console(stderr=True, highlight=False)
+    try:
+        app()
+    except VigieError as exc:
+        err.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+        if exc.hint:
+            err.print(f"  [yellow]→[/] {exc.hint}", soft_wrap=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Connections to production databases: DSN parsing, engine-neutral helpers."""

@@ -1,0 +1,100 @@
+"""Render the fleet schema as DDL for each production engine.
+
+Tables are created with their primary keys; secondary indexes, unique constraints and
+(outside SQLite) foreign keys are added after the bulk load, as a real bulk import does.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from vigie.db.dsn import Engine
+from vigie.fleet.schema import Column, ForeignKey, Table
+
+_TYPES: dict[Engine, dict[str, str]] = {
+    "postgresql": {
+        "bigint": "BIGINT",
+        "int": "INTEGER",
+        "smallint": "SMALLINT",
+        "ts": "TIMESTAMP(0)",
+        "decimal": "NUMERIC(6,2)",
+    },
+    "mysql": {
+        "bigint": "BIGINT",
+        "int": "INT",
+        "smallint": "SMALLINT",
+        "ts": "DATETIME",
+        "decimal": "DECIMAL(6,2)",
+    },
+    "sqlite": {
+        "bigint": "INTEGER",
+        "int": "INTEGER",
+        "smallint": "INTEGER",
+        "ts": "TEXT",
+        "decimal": "NUMERIC",
+        "text": "TEXT",
+    },
+}
+
+
+def quote(engine: Engine, name: str) -> str:
+    """Quote an identifier for ``engine``."""
+    return f"`{name}`" if engine == "mysql" else f'"{name}"'
+
+
+def column_type(engine: Engine, col: Column) -> str:
+    if col.type == "text" and engine != "sqlite":
+        return f"VARCHAR({col.length})"
+    return _TYPES[engine][col.type]
+
+
+def create_table(engine: Engine, table: Table) -> str:
+    """CREATE TABLE; the primary key is inline except on PostgreSQL (added after the load,
+    where building it by sort beats growing it row by row), foreign keys inline on SQLite."""
+    q = partial(quote, engine)
+    lines = [
+        f"{q(c.name)} {column_type(engine, c)}{'' if c.nullable else ' NOT NULL'}"
+        for c in table.columns
+    ]
+    if engine != "postgresql":
+        lines.append(_pk_clause(engine, table))
+    if engine == "sqlite":
+        lines += [_fk_clause(engine, fk) for fk in table.foreign_keys]
+    suffix = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4" if engine == "mysql" else ""
+    return f"CREATE TABLE {q(table.name)} (\n  " + ",\n  ".join(lines) + f"\n){suffix}"
+
+
+def _pk_clause(engine: Engine, table: Table) -> str:
+    return f"PRIMARY KEY ({', '.join(quote(engine, c) for c in table.primary_key)})"
+
+
+def _fk_clause(engine: Engine, fk: ForeignKey) -> str:
+    cols = ", ".join(quote(engine, c) for c in fk.columns)
+    refs = ", ".join(quote(engine, c) for c in fk.ref_columns)
+    return f"FOREIGN KEY ({cols}) REFERENCES {quote(engine, fk.table)} ({refs}) ON DELETE CASCADE"
+
+
+def post_load(engine: Engine, table: Table) -> list[str]:
+    """Statements that add indexes, unique constraints and foreign keys after loading."""
+    q = partial(quote, engine)
+    out = []
+    if engine == "postgresql":
+        out.append(f"ALTER TABLE {q(table.name)} ADD {_pk_clause(engine, table)}")
+    for cols in table.unique:
+        name = f"uq_{table.name}_{'_'.join(cols)}"
+        out.append(f"CREATE UNIQUE INDEX {q(name)} ON {q(table.name)} ({', '.join(map(q, cols))})")
+    for cols in table.indexes:
+        name = f"ix_{table.name}_{'_'.join(cols)}"
+        out.append(f"CREATE INDEX {q(name)} ON {q(table.name)} ({', '.join(map(q, cols))})")
+    if engine != "sqlite":
+        for fk in table.foreign_keys:
+            name = f"fk_{table.name}_{'_'.join(fk.columns)}"
+            out.append(
+                f"ALTER TABLE {q(table.name)} ADD CONSTRAINT {q(name)} {_fk_clause(engine, fk)}"
+            )
+    return out
+
+
+def drop_table(engine: Engine, name: str) -> str:
+    cascade = " CASCADE" if engine == "postgresql" else ""
+    return f"DROP TABLE IF EXISTS {quote(engine, name)}{cascade}"
