@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 
 from vigie import __version__
-from vigie.cli import demo, fleet
+from vigie.cli import demo, fleet, keys, policy
+from vigie.cli.sync import sync_command
 from vigie.errors import VigieError
 
 app = typer.Typer(
@@ -19,6 +20,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(fleet.app, name="fleet")
+app.add_typer(policy.app, name="policy")
+app.add_typer(keys.app, name="keys")
+app.command("sync")(sync_command)
 app.command("demo")(demo.demo)
 
 

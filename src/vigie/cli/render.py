@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -17,6 +18,8 @@ from rich.table import Table
 
 from vigie.fleet.inspect import TableSummary
 from vigie.fleet.tick import TickReport
+from vigie.policy.model import Policy
+from vigie.sync.run import SyncReport
 
 console = Console(highlight=False)
 
@@ -86,3 +89,76 @@ def tick_table(report: TickReport) -> None:
             f"{report.deleted.get(name, 0):,}",
         )
     console.print(table)
+
+
+def policy_table(policy: Policy) -> None:
+    """What leaves production, table by table."""
+    table = Table(title=f"Policy {policy.path}", title_justify="left")
+    for col in ("table", "cursor", "kept", "pseudonymized", "generalized", "dropped"):
+        table.add_column(col)
+    for t in policy.tables.values():
+        by: dict[str, list[str]] = {"keep": [], "pseudonymize": [], "generalize": [], "drop": []}
+        for rule in t.columns.values():
+            by[rule.action.name].append(rule.column)
+        table.add_row(
+            t.name,
+            t.cursor or "(full compare)",
+            ", ".join(by["keep"]),
+            ", ".join(by["pseudonymize"]),
+            ", ".join(by["generalize"]),
+            ", ".join(by["drop"]),
+        )
+    console.print(table)
+    if policy.exclude:
+        console.print(f"Excluded on purpose: {', '.join(sorted(policy.exclude))}")
+
+
+@contextmanager
+def sync_progress() -> Iterator[Callable[[str, int, int | None], None]]:
+    """One bar per table, with rows/s."""
+    progress = Progress(
+        TextColumn("[bold]{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(table: str, done: int, total: int | None) -> None:
+        if table not in tasks:
+            tasks[table] = progress.add_task(table, total=total, rate="")
+        task = tasks[table]
+        elapsed = progress.tasks[task].elapsed or 0.0
+        rate = f"{done / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+        progress.update(task, completed=done, total=max(total or 0, done) or None, rate=rate)
+
+    with progress:
+        yield update
+
+
+def sync_summary(report: SyncReport, keys_source: str) -> None:
+    table = Table(title=f"Sync run {report.run_id} → {report.store}", title_justify="left")
+    for col in ("table", "passes", "inserted", "updated", "deleted", "rows/s", "status"):
+        table.add_column(
+            col, justify="right" if col in ("inserted", "updated", "deleted", "rows/s") else "left"
+        )
+    for t in report.tables:
+        rate = f"{t.rows / t.seconds:,.0f}" if t.seconds and t.rows else ""
+        status = "[green]ok[/]" if t.status == "ok" else f"[red]{t.status}[/]"
+        table.add_row(t.table, ", ".join(t.passes), f"{t.inserted:,}", f"{t.updated:,}",
+                      f"{t.deleted:,}", rate, status)  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{report.rows:,} rows in {report.seconds:.1f} s from {report.source}; keys from "
+        f"{keys_source}."
+    )
+    for t in report.tables:
+        if t.message and t.status == "ok":
+            console.print(f"[yellow]note[/] {t.table}: {t.message}")
+    if report.unlisted:
+        console.print(
+            f"[yellow]note[/] production tables neither in the policy nor excluded (not read): "
+            f"{', '.join(report.unlisted)}"
+        )

@@ -30,7 +30,7 @@ _TYPES: dict[Engine, dict[str, str]] = {
         "bigint": "INTEGER",
         "int": "INTEGER",
         "smallint": "INTEGER",
-        "ts": "TEXT",
+        "ts": "TIMESTAMP",
         "decimal": "NUMERIC",
         "text": "TEXT",
     },
@@ -75,7 +75,12 @@ def _fk_clause(engine: Engine, fk: ForeignKey) -> str:
 
 
 def post_load(engine: Engine, table: Table) -> list[str]:
-    """Statements that add indexes, unique constraints and foreign keys after loading."""
+    """Statements that add keys, indexes and foreign keys after loading, in a valid order."""
+    return post_load_indexes(engine, table) + post_load_foreign_keys(engine, table)
+
+
+def post_load_indexes(engine: Engine, table: Table) -> list[str]:
+    """Primary key (PostgreSQL), unique constraints and secondary indexes."""
     q = partial(quote, engine)
     out = []
     if engine == "postgresql":
@@ -86,12 +91,18 @@ def post_load(engine: Engine, table: Table) -> list[str]:
     for cols in table.indexes:
         name = f"ix_{table.name}_{'_'.join(cols)}"
         out.append(f"CREATE INDEX {q(name)} ON {q(table.name)} ({', '.join(map(q, cols))})")
-    if engine != "sqlite":
-        for fk in table.foreign_keys:
-            name = f"fk_{table.name}_{'_'.join(fk.columns)}"
-            out.append(
-                f"ALTER TABLE {q(table.name)} ADD CONSTRAINT {q(name)} {_fk_clause(engine, fk)}"
-            )
+    return out
+
+
+def post_load_foreign_keys(engine: Engine, table: Table) -> list[str]:
+    """Foreign keys (inline on SQLite, so none here); they need the parents' keys first."""
+    if engine == "sqlite":
+        return []
+    q = partial(quote, engine)
+    out = []
+    for fk in table.foreign_keys:
+        name = q(f"fk_{table.name}_{'_'.join(fk.columns)}")
+        out.append(f"ALTER TABLE {q(table.name)} ADD CONSTRAINT {name} {_fk_clause(engine, fk)}")
     return out
 
 

@@ -18,7 +18,13 @@ import pyarrow.csv as pacsv
 
 from vigie.db.connect import Connection
 from vigie.db.dsn import Dsn
-from vigie.fleet.ddl import create_table, drop_table, post_load, quote
+from vigie.fleet.ddl import (
+    create_table,
+    drop_table,
+    post_load,
+    quote,
+)
+from vigie.fleet.pg_finish import finish_load
 from vigie.fleet.schema import Table
 
 _CSV = pacsv.WriteOptions(include_header=False, quoting_style="needed")
@@ -66,14 +72,11 @@ class PostgresWriter:
         self.conn.commit()
 
     def finish(self, tables: tuple[Table, ...]) -> None:
-        with self.conn.cursor() as cur:
-            for t in tables:
-                for stmt in post_load("postgresql", t):
-                    cur.execute(stmt)
-            self.conn.commit()
-            for t in tables:
-                cur.execute(f"ANALYZE {quote('postgresql', t.name)}")
-        self.conn.commit()
+        """Keys, indexes and foreign keys after the load, on two parallel sessions."""
+        info = self.conn.info
+        params = info.get_parameters()
+        kwargs = {k: params[k] for k in ("host", "port", "user", "dbname") if k in params}
+        finish_load(kwargs | {"password": info.password or None}, tables)
 
 
 class MySQLWriter:
@@ -126,6 +129,7 @@ class SQLiteWriter:
         self.conn = conn
 
     def create(self, tables: tuple[Table, ...], drop: list[str]) -> None:
+        self.conn.execute("PRAGMA journal_mode = WAL")  # readers (a sync) never block writers
         self.conn.execute("PRAGMA foreign_keys = OFF")
         self.conn.execute("BEGIN")
         for name in drop:

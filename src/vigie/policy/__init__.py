@@ -1,0 +1,1 @@
+"""The policy: what may leave production, column by column, validated and compiled."""

@@ -1,0 +1,98 @@
+"""What a production source offers the sync: schema, snapshot reads as Arrow, key counts.
+
+Sources are read-only. Every read of one sync run happens inside one snapshot
+(``snapshot()``), so the tables copied fit together as they were at one moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+import pyarrow as pa
+
+from vigie.db.dsn import Dsn
+
+Kind = Literal["integer", "float", "decimal", "text", "timestamp", "date", "boolean", "other"]
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    name: str
+    kind: Kind
+    raw_type: str  # as the engine names it, e.g. "character varying(160)"
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    name: str
+    columns: tuple[SourceColumn, ...]
+    primary_key: tuple[str, ...]
+
+    def column(self, name: str) -> SourceColumn:
+        return next(c for c in self.columns if c.name == name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+CursorValue = int | datetime
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Rows whose ``column`` is >= ``value`` (updated_at-like) or > ``value`` (growing key)."""
+
+    column: str
+    value: CursorValue
+    inclusive: bool
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """First key column in [start, stop); ``None`` leaves that side open."""
+
+    start: int | None = None
+    stop: int | None = None
+
+
+def bucketed(table: SourceTable) -> bool:
+    """Whether rows are bucketed by their first key column (an integer)."""
+    return bool(table.primary_key) and table.column(table.primary_key[0]).kind == "integer"
+
+
+class Source(Protocol):
+    dsn: Dsn
+
+    def table_names(self) -> list[str]: ...
+    def describe(self, table: str) -> SourceTable: ...
+    def snapshot(self) -> None:
+        """Start the read-only snapshot that every following read uses."""
+
+    def release(self) -> None:
+        """End the snapshot."""
+
+    def close(self) -> None: ...
+    def max_value(self, table: SourceTable, column: str) -> CursorValue | None: ...
+    def estimate_rows(self, table: SourceTable) -> int | None: ...
+    def read(
+        self,
+        table: SourceTable,
+        columns: list[str],
+        where: Filter | None,
+        keys: KeyRange | None,
+        batch_rows: int,
+    ) -> Iterator[pa.Table]:
+        """Rows in primary-key order, in Arrow batches of at most ``batch_rows``."""
+
+    def bucket_counts(self, table: SourceTable, width: int) -> dict[int, int]:
+        """Row count per range of ``width`` values of the first key column (0: all rows)."""
+
+    def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
+        """The primary keys of the rows whose first key column falls in ``ranges``."""
+
+    def sample(self, table: SourceTable, rows: int) -> pa.Table: ...

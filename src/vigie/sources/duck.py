@@ -1,0 +1,234 @@
+"""PostgreSQL and MySQL/MariaDB sources, read through DuckDB's scanner extensions.
+
+The scanners move rows in native code straight into Arrow (PostgreSQL with binary COPY on
+parallel connections that share one exported snapshot). A DuckDB transaction maps to one
+REPEATABLE READ transaction on the server, so ``snapshot()`` is a ``BEGIN`` here. Full
+reads use the native table scan; filtered and grouped reads are sent to the server as
+SQL (``postgres_query``/``mysql_query``) so that its indexes do the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from vigie.db.dsn import Dsn
+from vigie.errors import ConnectionFailed, SyncError
+from vigie.sources.base import (
+    CursorValue,
+    Filter,
+    KeyRange,
+    Kind,
+    SourceColumn,
+    SourceTable,
+    bucketed,
+)
+from vigie.stores.extensions import load_extension
+
+_PG_KINDS: dict[str, Kind] = {
+    "smallint": "integer", "integer": "integer", "bigint": "integer",
+    "real": "float", "double precision": "float", "numeric": "decimal",
+    "character varying": "text", "text": "text", "character": "text", "uuid": "text",
+    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamp",
+    "date": "date", "boolean": "boolean",
+}  # fmt: skip
+_MY_KINDS: dict[str, Kind] = {
+    "tinyint": "integer", "smallint": "integer", "mediumint": "integer", "int": "integer",
+    "bigint": "integer", "float": "float", "double": "float", "decimal": "decimal",
+    "varchar": "text", "char": "text", "text": "text", "mediumtext": "text", "longtext": "text",
+    "tinytext": "text", "datetime": "timestamp", "timestamp": "timestamp", "date": "date",
+}  # fmt: skip
+
+
+class DuckSource:
+    """A PostgreSQL or MySQL source attached read-only to a private DuckDB."""
+
+    def __init__(self, dsn: Dsn) -> None:
+        self.dsn = dsn
+        self.con = duckdb.connect(config={"threads": 2})
+        self.pg = dsn.engine == "postgresql"
+        load_extension(self.con, "postgres" if self.pg else "mysql")
+        try:
+            self.con.execute(f"ATTACH '{self._attach_string()}' AS src {self._attach_options()}")
+        except duckdb.Error as exc:
+            raise ConnectionFailed(
+                f"Cannot connect to {dsn}: {self._scrub(str(exc)).splitlines()[0]}",
+                hint="Is the server running, the database created, the user allowed to read?",
+            ) from None
+        self.schema = self._scalar("SELECT current_schema()") if self.pg else dsn.database
+        self._in_snapshot = False
+
+    def _attach_string(self) -> str:
+        d = self.dsn
+        parts = [f"host={d.host}", f"port={d.port}", f"user={d.user or 'root'}"]
+        parts.append(f"dbname={d.database}" if self.pg else f"database={d.database}")
+        if d.password:
+            parts.append(f"password={d.password}")
+        return " ".join(parts).replace("'", "''")
+
+    def _attach_options(self) -> str:
+        return "(TYPE postgres, READ_ONLY)" if self.pg else "(TYPE mysql, READ_ONLY)"
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.dsn.password, "***") if self.dsn.password else text
+
+    # -- raw SQL on the server -------------------------------------------------------------
+
+    def _remote(self, sql: str) -> duckdb.DuckDBPyRelation:
+        fn = "postgres_query" if self.pg else "mysql_query"
+        return self.con.sql(f"SELECT * FROM {fn}('src', '{sql.replace(chr(39), chr(39) * 2)}')")
+
+    def _rows(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            return self._remote(sql).fetchall()
+        except duckdb.Error as exc:
+            raise SyncError(f"Reading {self.dsn} failed: {self._scrub(str(exc))}") from None
+
+    def _scalar(self, sql: str) -> Any:
+        rows = self._rows(sql)
+        return rows[0][0] if rows else None
+
+    def q(self, name: str) -> str:
+        return f'"{name}"' if self.pg else f"`{name}`"
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def table_names(self) -> list[str]:
+        rows = self._rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+            f"AND table_schema = '{self.schema}'"
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    def describe(self, table: str) -> SourceTable:
+        cols = self._rows(
+            "SELECT column_name, data_type, is_nullable, "
+            + ("udt_name" if self.pg else "column_type")
+            + f" FROM information_schema.columns WHERE table_schema = '{self.schema}' "
+            f"AND table_name = '{table}' ORDER BY ordinal_position"
+        )
+        kinds = _PG_KINDS if self.pg else _MY_KINDS
+        columns = tuple(
+            SourceColumn(str(n), kinds.get(str(t).lower(), "other"), str(raw), nl == "YES")
+            for n, t, nl, raw in cols
+        )
+        return SourceTable(table, columns, self._primary_key(table))
+
+    def _primary_key(self, table: str) -> tuple[str, ...]:
+        if self.pg:
+            sql = (
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY(i.indkey) "
+                f"WHERE i.indrelid = '{self.schema}.{table}'::regclass "
+                "AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)"
+            )
+        else:
+            sql = (
+                "SELECT column_name FROM information_schema.key_column_usage "
+                f"WHERE table_schema = '{self.schema}' AND table_name = '{table}' "
+                "AND constraint_name = 'PRIMARY' ORDER BY ordinal_position"
+            )
+        return tuple(str(r[0]) for r in self._rows(sql))
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def snapshot(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_snapshot = True
+
+    def release(self) -> None:
+        if self._in_snapshot:
+            self.con.execute("ROLLBACK")
+            self._in_snapshot = False
+
+    def close(self) -> None:
+        self.release()
+        self.con.close()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def max_value(self, table: SourceTable, column: str) -> CursorValue | None:
+        """The largest value of ``column`` in the snapshot."""
+        value = self._rows(f"SELECT MAX({self.q(column)}) FROM {self.q(table.name)}")[0][0]
+        return value if value is None or isinstance(value, int | datetime) else None
+
+    def estimate_rows(self, table: SourceTable) -> int | None:
+        if self.pg:
+            oid = f"'{self.schema}.{table.name}'::regclass"
+            sql = f"SELECT reltuples::bigint FROM pg_class WHERE oid = {oid}"
+        else:
+            sql = (
+                "SELECT table_rows FROM information_schema.tables "
+                f"WHERE table_schema = '{self.schema}' AND table_name = '{table.name}'"
+            )
+        value = self._scalar(sql)
+        return int(value) if value is not None and int(value) > 0 else None
+
+    def read(
+        self,
+        table: SourceTable,
+        columns: list[str],
+        where: Filter | None,
+        keys: KeyRange | None,
+        batch_rows: int,
+    ) -> Iterator[pa.Table]:
+        cols = ", ".join(self.q(c) for c in columns)
+        conds = []
+        if where is not None:
+            op = ">=" if where.inclusive else ">"
+            conds.append(f"{self.q(where.column)} {op} {self.literal(where.value)}")
+        conds += self._range(table, keys)
+        order = ", ".join(self.q(c) for c in table.primary_key)
+        sql = f"SELECT {cols} FROM {self.q(table.name)}"
+        sql += f" WHERE {' AND '.join(conds)}" if conds else ""
+        sql += f" ORDER BY {order}"
+        try:
+            for batch in self._remote(sql).to_arrow_reader(batch_rows):
+                yield pa.Table.from_batches([batch])
+        except duckdb.Error as exc:
+            raise SyncError(
+                f"Reading {table.name} from {self.dsn} failed: {self._scrub(str(exc))}"
+            ) from None
+
+    def _range(self, table: SourceTable, keys: KeyRange | None) -> list[str]:
+        if keys is None or not bucketed(table):
+            return []
+        first = self.q(table.primary_key[0])
+        out = []
+        if keys.start is not None:
+            out.append(f"{first} >= {int(keys.start)}")
+        if keys.stop is not None:
+            out.append(f"{first} < {int(keys.stop)}")
+        return out
+
+    def literal(self, value: CursorValue) -> str:
+        if isinstance(value, datetime):
+            text = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+            return f"TIMESTAMP '{text}'" if self.pg else f"'{text}'"
+        return str(int(value))
+
+    def bucket_counts(self, table: SourceTable, width: int) -> dict[int, int]:
+        if not bucketed(table):
+            return {0: int(self._scalar(f"SELECT COUNT(*) FROM {self.q(table.name)}"))}
+        c = self.q(table.primary_key[0])
+        bucket = f"FLOOR({c} / {width})"
+        rows = self._rows(
+            f"SELECT {bucket} AS b, COUNT(*) FROM {self.q(table.name)} GROUP BY {bucket}"
+        )
+        return {int(b): int(n) for b, n in rows}
+
+    def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
+        cols = ", ".join(self.q(c) for c in table.primary_key)
+        for keys in ranges:
+            conds = self._range(table, keys)
+            where = f" WHERE {' AND '.join(conds)}" if conds else ""
+            yield self._remote(f"SELECT {cols} FROM {self.q(table.name)}{where}").to_arrow_table()
+
+    def sample(self, table: SourceTable, rows: int) -> pa.Table:
+        cols = ", ".join(self.q(c) for c in table.names)
+        sql = f"SELECT {cols} FROM {self.q(table.name)} LIMIT {rows}"
+        return self._remote(sql).to_arrow_table()

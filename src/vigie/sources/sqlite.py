@@ -1,0 +1,190 @@
+"""SQLite source, read with the standard library inside one read transaction.
+
+A ``BEGIN`` followed by a first read pins a snapshot (WAL mode lets writers go on
+meanwhile). Rows are turned into Arrow a batch at a time; timestamps stored as text are
+parsed by Arrow compute, not in Python.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vigie.db.connect import connect
+from vigie.db.dsn import Dsn
+from vigie.sources.base import (
+    CursorValue,
+    Filter,
+    KeyRange,
+    Kind,
+    SourceColumn,
+    SourceTable,
+    bucketed,
+)
+
+_ARROW: dict[Kind, pa.DataType] = {
+    "integer": pa.int64(),
+    "float": pa.float64(),
+    "decimal": pa.float64(),
+    "text": pa.string(),
+    "timestamp": pa.timestamp("us"),
+    "date": pa.date32(),
+    "boolean": pa.bool_(),
+    "other": pa.string(),
+}
+
+
+def sqlite_kind(declared: str) -> Kind:
+    """SQLite's affinity rules, refined for the dates and times SQLite stores as text."""
+    t = declared.upper()
+    if "INT" in t:
+        return "integer"
+    if "TIMESTAMP" in t or "DATETIME" in t:
+        return "timestamp"
+    if t == "DATE":
+        return "date"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "text"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t or "NUMERIC" in t or "DECIMAL" in t:
+        return "float"
+    if "BOOL" in t:
+        return "boolean"
+    return "other"
+
+
+class SQLiteSource:
+    def __init__(self, dsn: Dsn) -> None:
+        self.dsn = dsn
+        self.conn: sqlite3.Connection = connect(dsn)
+        self.conn.execute("PRAGMA query_only = ON")
+
+    def table_names(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def describe(self, table: str) -> SourceTable:
+        info = self.conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+        columns = tuple(
+            SourceColumn(name, sqlite_kind(decl or ""), decl or "", not notnull and not pk)
+            for _, name, decl, notnull, _, pk in info
+        )
+        pk = tuple(name for _, name, *_rest, pos in sorted(info, key=lambda r: r[5]) if pos)
+        return SourceTable(table, columns, pk)
+
+    def snapshot(self) -> None:
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()  # pin the snapshot
+
+    def release(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.release()
+        self.conn.close()
+
+    def max_value(self, table: SourceTable, column: str) -> CursorValue | None:
+        (value,) = self.conn.execute(f'SELECT MAX("{column}") FROM "{table.name}"').fetchone()
+        if value is None:
+            return None
+        if table.column(column).kind == "timestamp":
+            return datetime.fromisoformat(str(value))
+        return int(value)
+
+    def estimate_rows(self, table: SourceTable) -> int | None:
+        (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
+        return int(n)
+
+    def read(
+        self,
+        table: SourceTable,
+        columns: list[str],
+        where: Filter | None,
+        keys: KeyRange | None,
+        batch_rows: int,
+    ) -> Iterator[pa.Table]:
+        conds, params = _range(table, keys)
+        if where is not None:
+            conds.append(f'"{where.column}" {">=" if where.inclusive else ">"} ?')
+            params.append(_param(where.value))
+        sql = f'SELECT {_cols(columns)} FROM "{table.name}"'
+        sql += f" WHERE {' AND '.join(conds)}" if conds else ""
+        sql += f" ORDER BY {_cols(list(table.primary_key))}"
+        cursor = self.conn.execute(sql, params)
+        schema = pa.schema([(c, _ARROW[table.column(c).kind]) for c in columns])
+        while rows := cursor.fetchmany(batch_rows):
+            yield _to_arrow(rows, schema)
+
+    def bucket_counts(self, table: SourceTable, width: int) -> dict[int, int]:
+        if not bucketed(table):
+            (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
+            return {0: int(n)}
+        first = table.primary_key[0]
+        rows = self.conn.execute(
+            f'SELECT "{first}" / {width} AS b, COUNT(*) FROM "{table.name}" GROUP BY b'
+        ).fetchall()
+        return {int(b): int(n) for b, n in rows}
+
+    def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
+        schema = pa.schema([(c, _ARROW[table.column(c).kind]) for c in table.primary_key])
+        for keys in ranges:
+            conds, params = _range(table, keys)
+            where = f" WHERE {' AND '.join(conds)}" if conds else ""
+            sql = f'SELECT {_cols(list(table.primary_key))} FROM "{table.name}"{where}'
+            yield _to_arrow(self.conn.execute(sql, params).fetchall(), schema)
+
+    def sample(self, table: SourceTable, rows: int) -> pa.Table:
+        schema = pa.schema([(c.name, _ARROW[c.kind]) for c in table.columns])
+        data = self.conn.execute(
+            f'SELECT {_cols(list(table.names))} FROM "{table.name}" LIMIT ?', (rows,)
+        ).fetchall()
+        return _to_arrow(data, schema)
+
+
+def _range(table: SourceTable, keys: KeyRange | None) -> tuple[list[str], list[Any]]:
+    if keys is None or not bucketed(table):
+        return [], []
+    first = table.primary_key[0]
+    conds, params = [], []
+    if keys.start is not None:
+        conds.append(f'"{first}" >= ?')
+        params.append(keys.start)
+    if keys.stop is not None:
+        conds.append(f'"{first}" < ?')
+        params.append(keys.stop)
+    return conds, params
+
+
+def _cols(columns: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def _param(value: CursorValue) -> Any:
+    if isinstance(value, datetime):
+        return (
+            value.strftime("%Y-%m-%d %H:%M:%S") if not value.microsecond else value.isoformat(" ")
+        )
+    return value
+
+
+def _to_arrow(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    arrays = []
+    for field, values in zip(schema, columns, strict=True):
+        if pa.types.is_timestamp(field.type):
+            text = pa.array(values, pa.string())
+            arrays.append(pc.cast(pc.strptime(text, "%Y-%m-%d %H:%M:%S", "s"), field.type))
+        elif pa.types.is_date32(field.type):
+            arrays.append(
+                pc.cast(pc.strptime(pa.array(values, pa.string()), "%Y-%m-%d", "s"), field.type)
+            )
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,1 @@
+"""Analytics stores: DuckDB (encrypted at rest) today."""

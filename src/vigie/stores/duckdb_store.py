@@ -1,0 +1,191 @@
+"""The analytics store: one DuckDB file, encrypted at rest, 0600 in a 0700 folder.
+
+Layout:
+- one table per synced production table, with the copied (masked) columns, plus
+  ``_vigie_bucket`` (the row's key range, for delete reconciliation), ``_vigie_first_seen``
+  (when the store first held the row) and ``_vigie_run`` (the run that last wrote it);
+- schema ``_vigie``: ``meta`` (format, key ids), ``runs`` and ``table_runs`` (every sync),
+  ``state`` (per-table checkpoints), ``columns`` (production types, for drift), and one
+  ``deleted__<table>`` per table: the keys of rows deleted from production, with the time
+  they were first seen and deleted, so that "which rows were present between T1 and T2"
+  stays answerable after the rows are gone.
+
+No key is ever stored: only key ids, which cannot be turned back into keys.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from vigie.errors import KeyfileError, StoreError
+from vigie.keys import Keys
+from vigie.stores.extensions import load_extension
+
+FORMAT_VERSION = "1"
+META = "_vigie"
+_SCHEMA_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS {META};
+CREATE TABLE IF NOT EXISTS {META}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS {META}.runs (
+    run_id INTEGER PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    source VARCHAR, policy_sha256 VARCHAR, message VARCHAR);
+CREATE TABLE IF NOT EXISTS {META}.table_runs (
+    run_id INTEGER, table_name VARCHAR, inserted BIGINT, updated BIGINT, deleted BIGINT,
+    seconds DOUBLE, status VARCHAR, PRIMARY KEY (run_id, table_name));
+CREATE TABLE IF NOT EXISTS {META}.state (
+    table_name VARCHAR PRIMARY KEY, cursor_column VARCHAR, loaded BOOLEAN,
+    watermark_ts TIMESTAMP, watermark_int BIGINT,
+    pass_kind VARCHAR, pass_from_ts TIMESTAMP, pass_from_int BIGINT,
+    pass_target_ts TIMESTAMP, pass_target_int BIGINT, resume_bucket BIGINT,
+    pass_rows BIGINT);
+CREATE TABLE IF NOT EXISTS {META}.columns (
+    table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
+    PRIMARY KEY (table_name, column_name));
+"""
+
+
+def check_modes(path: Path) -> None:
+    """Refuse a store whose folder is not 0700 or whose files are not 0600."""
+    folder = path.parent
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    if mode & 0o077:
+        raise StoreError(
+            f"Store folder {folder} is open to others (mode {mode:04o}); refusing to open "
+            "the store.",
+            hint=f"chmod 700 {folder}",
+        )
+    for file in (path, path.with_name(path.name + ".wal")):
+        if file.exists() and (fmode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
+            raise StoreError(
+                f"Store file {file} is readable by others (mode {fmode:04o}); refusing to "
+                "open the store.",
+                hint=f"chmod 600 {file}",
+            )
+
+
+class Store:
+    """An open store. Use as a context manager; ``con`` is a private DuckDB connection."""
+
+    def __init__(self, path: Path, keys: Keys, *, create: bool = False) -> None:
+        self.path = path
+        self.keys = keys
+        if not path.exists():
+            if not create:
+                raise StoreError(
+                    f"No store at {path}.", hint="Run `vigie sync` first; it creates the store."
+                )
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_modes(path)
+        self._old_umask = os.umask(0o077)
+        self.con = duckdb.connect(config={"threads": 2})
+        try:
+            load_extension(self.con, "httpfs")  # DuckDB encrypts with httpfs's OpenSSL
+            self._attach()
+            self.con.execute(_SCHEMA_SQL)
+            self._check_key_ids()
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self) -> None:
+        try:
+            self.con.execute(
+                f"ATTACH '{_sql_str(str(self.path))}' AS store "
+                f"(ENCRYPTION_KEY '{self.keys.store_key}')"
+            )
+        except duckdb.Error as exc:
+            text = self.keys.scrub(str(exc))
+            if "encryption key" in text.lower() or "encrypted" in text.lower():
+                raise KeyfileError(
+                    f"Store {self.path} cannot be opened with this store key "
+                    f"(key id {self.keys.store_key_id}).",
+                    hint="Use the keyfile the store was created with.",
+                ) from None
+            raise StoreError(f"Cannot open store {self.path}: {text}") from None
+        self.con.execute("USE store")
+
+    def _check_key_ids(self) -> None:
+        meta = dict(self.con.execute(f"SELECT key, value FROM {META}.meta").fetchall())
+        if not meta:
+            now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+            self.con.executemany(
+                f"INSERT INTO {META}.meta VALUES (?, ?)",
+                [
+                    ("format_version", FORMAT_VERSION),
+                    ("created_at", now),
+                    ("pseudonym_key_id", self.keys.pseudonym_key_id),
+                ],
+            )
+            return
+        if meta.get("pseudonym_key_id") != self.keys.pseudonym_key_id:
+            raise KeyfileError(
+                f"Store {self.path} was built with another pseudonymization key "
+                f"(key id {meta.get('pseudonym_key_id')}, given {self.keys.pseudonym_key_id}); "
+                "its pseudonyms would not join.",
+                hint="Use the keyfile the store was built with, or sync into a new store.",
+            )
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            os.umask(self._old_umask)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        return bool(
+            self.rows(
+                "SELECT 1 FROM information_schema.tables WHERE table_catalog = 'store' "
+                "AND table_schema = 'main' AND table_name = ?",
+                [name],
+            )
+        )
+
+    def table_names(self) -> list[str]:
+        return [
+            r[0]
+            for r in self.rows(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'store' "
+                "AND table_schema = 'main' ORDER BY 1"
+            )
+        ]
+
+    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        return self.con.execute(sql, params or []).to_arrow_table()
+
+
+def _sql_str(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

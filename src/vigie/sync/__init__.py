@@ -1,0 +1,1 @@
+"""Sync: extract → mask → scan → load, with checkpoints, lineage and progress."""

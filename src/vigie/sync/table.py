@@ -1,0 +1,388 @@
+"""Sync one table: passes of masked, scanned batches, then delete reconciliation.
+
+A *pass* reads production in primary-key order and writes each batch together with its
+checkpoint in one store transaction, so a sync killed at any moment resumes where it
+stopped:
+- ``full``: the first load; batches are appended; a resumed full pass first removes the
+  rows of the bucket it stopped in, then reads on from that bucket's first key;
+- ``delta``: rows whose cursor moved since the last sync (``updated_at >= watermark``,
+  or ``id >=`` the watermark's bucket), merged by key; a resumed delta just reads again.
+Integer watermarks and resume points are kept as key *buckets* (multiples of the bucket
+width), so no raw key value of production is ever stored.
+
+Deletes: per bucket of the first key column, production's row count is compared with the
+store's; in buckets that differ, the store rows whose key production no longer has are
+removed, and their keys recorded with the time they were first seen and deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from vigie.errors import ScanHit, SyncError
+from vigie.keys import Keys
+from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, mask, mask_keys
+from vigie.policy.model import Keep
+from vigie.scan.detectors import scan_column
+from vigie.sources.base import CursorValue, Filter, KeyRange, Source, bucketed
+from vigie.stores.duckdb_store import META, Store, q
+
+Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
+
+
+@dataclass
+class TableResult:
+    table: str
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+    status: str = "ok"
+    message: str = ""
+    passes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass
+class _State:
+    loaded: bool = False
+    watermark: CursorValue | None = None
+    pass_kind: str | None = None
+    pass_from: CursorValue | None = None
+    pass_target: CursorValue | None = None
+    resume_bucket: int | None = None
+
+
+class TableSync:
+    def __init__(
+        self,
+        store: Store,
+        source: Source,
+        compiled: CompiledTable,
+        keys: Keys,
+        run_id: int,
+        run_time: datetime,
+        progress: Progress | None = None,
+        batch_rows: int = 500_000,
+    ) -> None:
+        self.store, self.source, self.c = store, source, compiled
+        self.keys, self.run_id, self.run_time = keys, run_id, run_time
+        self.progress = progress or (lambda *_: None)
+        self.batch_rows = batch_rows
+        self.name = compiled.policy.name
+        self.cursor = compiled.policy.cursor
+        self.result = TableResult(self.name)
+        self.width = compiled.bucket_width
+
+    # -- entry -----------------------------------------------------------------------------
+
+    def run(self) -> TableResult:
+        started = time.perf_counter()
+        self.ensure_table()
+        state = self.load_state()
+        if state.pass_kind is not None:
+            self.run_pass(state, resumed=True)  # finish what an interrupted run began
+        elif not state.loaded:
+            self.start_pass("full", None)
+        else:  # changed rows by cursor; without a cursor, every row, merged
+            self.start_pass("delta", state.watermark if self.cursor else None)
+        self.reconcile()
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    # -- store table and state -------------------------------------------------------------
+
+    def ensure_table(self) -> None:
+        if self.store.has_table(self.name):
+            return
+        cols = [f"{q(c.name)} {self.store_type(c.name)}" for c in self.c.columns]
+        cols += [
+            f"{BUCKET_COLUMN} BIGINT",
+            "_vigie_first_seen TIMESTAMP",
+            "_vigie_run INTEGER",
+        ]
+        keys = ", ".join(f"{q(k)} {self.store_type(k)}" for k in self.c.key)
+        with self.store.transaction() as con:
+            con.execute(f"CREATE TABLE {q(self.name)} ({', '.join(cols)})")
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {META}.{q('deleted__' + self.name)} ({keys}, "
+                "_vigie_first_seen TIMESTAMP, _vigie_deleted_at TIMESTAMP, _vigie_run INTEGER)"
+            )
+            for name, rule in self.c.policy.columns.items():
+                con.execute(
+                    f"INSERT OR REPLACE INTO {META}.columns VALUES (?, ?, ?, ?)",
+                    [self.name, name, self.c.source.column(name).raw_type, rule.action.name],
+                )
+            con.execute(
+                f"INSERT OR REPLACE INTO {META}.state (table_name, cursor_column, loaded) "
+                "VALUES (?, ?, false)",
+                [self.name, self.cursor],
+            )
+
+    def store_type(self, column: str) -> str:
+        out = next(c for c in self.c.columns if c.name == column)
+        if out.pseudonym:
+            return "UUID"
+        rule = self.c.policy.columns[column]
+        kind = self.c.source.column(column).kind
+        if rule.action.name == "generalize":
+            return {"timestamp": "TIMESTAMP", "date": "DATE", "text": "VARCHAR"}.get(kind, "DOUBLE")
+        return {
+            "integer": "BIGINT",
+            "float": "DOUBLE",
+            "decimal": "DOUBLE",
+            "text": "VARCHAR",
+            "timestamp": "TIMESTAMP",
+            "date": "DATE",
+            "boolean": "BOOLEAN",
+        }.get(kind, "VARCHAR")
+
+    def load_state(self) -> _State:
+        row = self.store.rows(
+            f"SELECT loaded, watermark_ts, watermark_int, pass_kind, pass_from_ts, "
+            f"pass_from_int, pass_target_ts, pass_target_int, resume_bucket "
+            f"FROM {META}.state WHERE table_name = ?",
+            [self.name],
+        )
+        if not row:
+            return _State()
+        loaded, wts, wint, kind, fts, fint, tts, tint, resume = row[0]
+        return _State(bool(loaded), _v(wts, wint), kind, _v(fts, fint), _v(tts, tint), resume)
+
+    def save_pass(self, con: Any, kind: str | None, start: CursorValue | None,
+                  target: CursorValue | None, resume: int | None) -> None:  # fmt: skip
+        con.execute(
+            f"UPDATE {META}.state SET pass_kind = ?, pass_from_ts = ?, pass_from_int = ?, "
+            "pass_target_ts = ?, pass_target_int = ?, resume_bucket = ? WHERE table_name = ?",
+            [kind, *_split(start), *_split(target), resume, self.name],
+        )
+
+    # -- passes ----------------------------------------------------------------------------
+
+    def start_pass(self, kind: str, start: CursorValue | None) -> None:
+        target = self.source.max_value(self.c.source, self.cursor) if self.cursor else None
+        with self.store.transaction() as con:
+            self.save_pass(con, kind, start, self.bucket_floor(target), None)
+        self.run_pass(self.load_state(), resumed=False)
+
+    def bucket_floor(self, value: CursorValue | None) -> CursorValue | None:
+        """Integer watermarks are kept as the first key of their bucket (no raw keys)."""
+        if isinstance(value, int):
+            return (value // self.width) * self.width
+        return value
+
+    def run_pass(self, state: _State, resumed: bool) -> None:
+        kind = state.pass_kind
+        assert kind is not None
+        self.result.passes.append(kind + (" (resumed)" if resumed else ""))
+        resume = state.resume_bucket
+        if kind == "full" and resume is not None:
+            with self.store.transaction() as con:  # the bucket it stopped in may be partial
+                con.execute(f"DELETE FROM {q(self.name)} WHERE {BUCKET_COLUMN} >= ?", [resume])
+        where = None
+        if state.pass_from is not None and self.cursor:
+            where = Filter(self.cursor, state.pass_from, inclusive=True)
+        keys = KeyRange(resume * self.width, None) if resume is not None else None
+        if resume is not None and not bucketed(self.c.source):
+            keys = None
+        total = self.source.estimate_rows(self.c.source) if kind == "full" else None
+        done = 0
+        for batch in self.source.read(
+            self.c.source, list(self.c.read_columns), where, keys, self.batch_rows
+        ):
+            done += self.write_batch(batch, merge=(kind == "delta"))
+            self.progress(self.name, done, total)
+        with self.store.transaction() as con:
+            if kind == "full" or state.pass_target is not None:
+                con.execute(
+                    f"UPDATE {META}.state SET loaded = true, watermark_ts = ?, watermark_int = ? "
+                    "WHERE table_name = ?",
+                    [*_split(state.pass_target), self.name],
+                )
+            self.save_pass(con, None, None, None, None)
+        if resumed and kind == "full" and self.cursor:
+            # Production may have changed since the interrupted pass began: catch up.
+            self.start_pass("delta", state.pass_target)
+
+    def write_batch(self, batch: pa.Table, merge: bool) -> int:
+        try:
+            masked = mask(self.c, _frame(batch))
+        except Exception as exc:
+            raise SyncError(
+                f"Masking {self.name} failed: {self.keys.scrub(str(exc)).splitlines()[0]}"
+            ) from None
+        self.scan(masked)
+        last_bucket = int(masked[BUCKET_COLUMN][-1]) if masked.height else None
+        arrow = masked.to_arrow()
+        with self.store.transaction() as con:
+            con.register("vigie_batch", arrow)
+            try:
+                if merge:
+                    self.merge(con)
+                else:
+                    self.insert(con)
+                    self.result.inserted += arrow.num_rows
+                self.save_pass_resume(con, last_bucket)
+            finally:
+                con.unregister("vigie_batch")
+        return int(arrow.num_rows)
+
+    def save_pass_resume(self, con: Any, bucket: int | None) -> None:
+        con.execute(
+            f"UPDATE {META}.state SET resume_bucket = ? WHERE table_name = ?", [bucket, self.name]
+        )
+
+    def select_batch(self) -> str:
+        parts = []
+        for c in self.c.columns:
+            parts.append(f"{q(c.name)}::UUID AS {q(c.name)}" if c.pseudonym else q(c.name))
+        return ", ".join(parts)
+
+    def insert(self, con: Any) -> None:
+        names = [q(c.name) for c in self.c.columns]
+        con.execute(
+            f"INSERT INTO {q(self.name)} ({', '.join(names)}, {BUCKET_COLUMN}, "
+            f"_vigie_first_seen, _vigie_run) SELECT {self.select_batch()}, {BUCKET_COLUMN}, ?, ? "
+            "FROM vigie_batch",
+            [self.run_time, self.run_id],
+        )
+
+    def merge(self, con: Any) -> None:
+        """Upsert the batch by key; only rows whose stored values change count as updated."""
+        on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in self.c.key)
+        source = f"(SELECT {self.select_batch()}, {BUCKET_COLUMN} FROM vigie_batch)"
+        names = [q(c.name) for c in self.c.columns]
+        changed = (
+            f"({', '.join('t.' + n for n in names)}) IS DISTINCT FROM "
+            f"({', '.join('s.' + n for n in names)})"
+        )
+        existing, differing = _one(
+            con,
+            f"SELECT COUNT(*), COUNT(*) FILTER (WHERE {changed}) "
+            f"FROM {source} s JOIN {q(self.name)} t ON {on}",
+        )
+        sets = ", ".join(f"{n} = s.{n}" for n in [*names, BUCKET_COLUMN])
+        values = ", ".join(f"s.{n}" for n in [*names, BUCKET_COLUMN])
+        con.execute(
+            f"MERGE INTO {q(self.name)} t USING {source} s ON ({on}) "
+            f"WHEN MATCHED AND {changed} THEN UPDATE SET {sets}, _vigie_run = {self.run_id} "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}, {BUCKET_COLUMN}, "
+            f"_vigie_first_seen, _vigie_run) VALUES ({values}, ?, {self.run_id})",
+            [self.run_time],
+        )
+        (total,) = _one(con, "SELECT COUNT(*) FROM vigie_batch")
+        self.result.updated += int(differing)
+        self.result.inserted += int(total) - int(existing)
+
+    # -- content scan ----------------------------------------------------------------------
+
+    def scan(self, masked: pl.DataFrame) -> None:
+        for column in self.c.kept_text:
+            rule = self.c.policy.columns[column]
+            assert isinstance(rule.action, Keep)
+            hits = scan_column(column, masked[column], set(rule.allow))
+            if hits:
+                hit = hits[0]
+                raise ScanHit(
+                    f"{self.name}.{column}: kept values look like {hit.detector} "
+                    f"({hit.count} distinct value(s) in this batch, e.g. '{hit.example}'); "
+                    f"nothing of the batch was loaded and {self.name} stopped.",
+                    hint=f"If the column holds personal data, change its rule at {rule.where} "
+                    f"(drop or pseudonymize). If it is a false positive, add "
+                    f'allow: {{{hit.detector}: "<why>"}} to that rule.',
+                )
+
+    # -- deletes ---------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        prod = self.source.bucket_counts(self.c.source, self.width)
+        store = dict(
+            self.store.rows(
+                f"SELECT {BUCKET_COLUMN}, COUNT(*) FROM {q(self.name)} GROUP BY {BUCKET_COLUMN}"
+            )
+        )
+        differ = sorted(b for b in set(prod) | set(store) if prod.get(b, 0) != store.get(b, 0))
+        if not differ:
+            return
+        missing = [b for b in differ if prod.get(b, 0) > store.get(b, 0)]
+        if missing:
+            self.result.message = (
+                f"{len(missing)} key range(s) had rows production holds and the store did not "
+                "(rows changed without moving their cursor?); they were repaired."
+            )
+            for b in missing:
+                for batch in self.source.read(
+                    self.c.source, list(self.c.read_columns), None,
+                    KeyRange(b * self.width, (b + 1) * self.width), self.batch_rows,
+                ):  # fmt: skip
+                    self.write_batch(batch, merge=True)
+        self.delete_gone(differ)
+
+    def delete_gone(self, buckets: list[int]) -> None:
+        """Remove (and record) the store rows of ``buckets`` that production no longer has."""
+        ranges = _ranges(buckets, self.width) if bucketed(self.c.source) else [KeyRange()]
+        live = pl.concat(
+            [mask_keys(self.c, _frame(t)) for t in self.source.keys_between(self.c.source, ranges)]
+        )
+        key_cols = ", ".join(
+            f"{q(k)}::UUID AS {q(k)}" if k in self.c.pseudonym_columns else q(k) for k in self.c.key
+        )
+        on = " AND ".join(f"t.{q(k)} = l.{q(k)}" for k in self.c.key)
+        in_buckets = f"t.{BUCKET_COLUMN} IN ({', '.join(str(b) for b in buckets)})"
+        gone = f"{in_buckets} AND NOT EXISTS (SELECT 1 FROM vigie_live_keys l WHERE {on})"
+        keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
+        with self.store.transaction() as con:
+            con.register("vigie_live", live.to_arrow())
+            con.execute(f"CREATE TEMP TABLE vigie_live_keys AS SELECT {key_cols} FROM vigie_live")
+            con.execute(
+                f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {keys}, "
+                f"t._vigie_first_seen, ?, ? FROM {q(self.name)} t WHERE {gone}",
+                [self.run_time, self.run_id],
+            )
+            (n,) = _one(con, f"DELETE FROM {q(self.name)} t WHERE {gone}")
+            con.execute("DROP TABLE vigie_live_keys")
+            con.unregister("vigie_live")
+        self.result.deleted += int(n)
+
+
+def _one(con: Any, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
+    row = con.execute(sql, params or []).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _ranges(buckets: list[int], width: int) -> list[KeyRange]:
+    """Adjacent buckets merged into key ranges."""
+    out: list[KeyRange] = []
+    for b in buckets:
+        if out and out[-1].stop == b * width:
+            out[-1] = KeyRange(out[-1].start, (b + 1) * width)
+        else:
+            out.append(KeyRange(b * width, (b + 1) * width))
+    return out
+
+
+def _v(ts: datetime | None, num: int | None) -> CursorValue | None:
+    return ts if ts is not None else num
+
+
+def _split(value: CursorValue | None) -> tuple[datetime | None, int | None]:
+    if isinstance(value, datetime):
+        return value, None
+    return None, value
