@@ -69,3 +69,27 @@ def any_dsn(request: pytest.FixtureRequest) -> Dsn:
     fixture = {"sqlite": "sqlite_dsn", "postgresql": "pg_dsn", "mysql": "mysql_dsn"}
     dsn: Dsn = request.getfixturevalue(fixture[request.param])
     return dsn
+
+
+@pytest.fixture
+def keyfile(tmp_path: Path) -> Path:
+    from vigie.keys import init_keyfile
+
+    path = tmp_path / "secrets" / "vigie.keys"
+    init_keyfile(path)
+    return path
+
+
+@pytest.fixture
+def keys(keyfile: Path):  # type: ignore[no-untyped-def]
+    from vigie.keys import load_keys
+
+    return load_keys(keyfile)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store" / "vigie.duckdb"
+
+
+EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "fleet-policy.yaml"

@@ -152,7 +152,7 @@ def sync_summary(report: SyncReport, keys_source: str) -> None:
     console.print(table)
     console.print(
         f"{report.rows:,} rows in {report.seconds:.1f} s from {report.source}; keys from "
-        f"{keys_source}."
+        f"{keys_source}; pseudonyms by {report.hmac_engine}."
     )
     for t in report.tables:
         if t.message and t.status == "ok":

@@ -9,7 +9,7 @@ import typer
 
 from vigie.cli.render import console, sync_progress, sync_summary
 from vigie.db.dsn import parse_dsn
-from vigie.errors import SyncError
+from vigie.errors import SyncError, UsageError
 from vigie.keys import load_keys
 from vigie.sync.run import SyncReport, sync
 
@@ -23,9 +23,14 @@ def sync_command(
     policy: Annotated[Path, typer.Option(help="The policy file.")],
     store: Annotated[Path, typer.Option(help="The store file, e.g. store/vigie.duckdb.")],
     keyfile: Keyfile = None,
+    batch_rows: Annotated[
+        int, typer.Option(help="Rows per batch (memory vs. overhead).")
+    ] = 500_000,
 ) -> None:
     """Copy production into the encrypted store under the policy (incremental after the first)."""
-    report = run_sync(from_, policy, store, keyfile)
+    if batch_rows < 1:
+        raise UsageError(f"--batch-rows must be at least 1, got {batch_rows}.")
+    report = run_sync(from_, policy, store, keyfile, batch_rows)
     if report.failed:
         raise SyncError(
             "\n".join(t.message for t in report.failed),
@@ -33,10 +38,14 @@ def sync_command(
         )
 
 
-def run_sync(from_: str, policy: Path, store: Path, keyfile: Path | None) -> SyncReport:
+def run_sync(
+    from_: str, policy: Path, store: Path, keyfile: Path | None, batch_rows: int = 500_000
+) -> SyncReport:
     keys = load_keys(keyfile)
     with sync_progress() as progress:
-        report = sync(parse_dsn(from_), policy, store, keys, progress=progress)
+        report = sync(
+            parse_dsn(from_), policy, store, keys, progress=progress, batch_rows=batch_rows
+        )
     sync_summary(report, keys.source)
     return report
 

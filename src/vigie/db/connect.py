@@ -12,7 +12,8 @@ Connection = Any  # sqlite3.Connection | psycopg.Connection | pymysql.Connection
 
 
 def connect(dsn: Dsn, *, create: bool = False) -> Connection:
-    """Connect to ``dsn``. SQLite files are only created when ``create`` is true."""
+    """Connect to ``dsn``. SQLite files are only created when ``create`` is true. A SQLite
+    connection may be handed to another thread (never used by two at once)."""
     if dsn.engine == "sqlite":
         return _connect_sqlite(dsn, create)
     if dsn.engine == "postgresql":
@@ -28,7 +29,7 @@ def _connect_sqlite(dsn: Dsn, create: bool) -> sqlite3.Connection:
         )
     if create:
         dsn.path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(dsn.path, isolation_level=None)
+    conn = sqlite3.connect(dsn.path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vigie.db.connect import connect, list_tables
 from vigie.db.dsn import Dsn
 from vigie.errors import TargetNotEmpty
-from vigie.fleet.generate import Chunk, FleetGenerator, FleetSpec
+from vigie.fleet.generate import FleetGenerator, FleetSpec
 from vigie.fleet.schema import TABLES, TABLES_BY_NAME
 from vigie.fleet.writers import writer_for
+from vigie.pipeline import prefetch
 
 Progress = Callable[[str, int], None]  # (table, rows just written)
 
@@ -61,7 +60,7 @@ def generate_fleet(
         if on_estimate:
             on_estimate(generator.estimated_rows())
         rows: Counter[str] = Counter()
-        for name, data in _prefetched(generator.chunks()):
+        for name, data in prefetch(generator.chunks(), depth=3):
             writer.write(TABLES_BY_NAME[name], data)
             rows[name] += data.num_rows
             if progress:
@@ -70,31 +69,3 @@ def generate_fleet(
     finally:
         conn.close()
     return FleetReport(str(dsn), dict(rows), time.perf_counter() - started)
-
-
-def _prefetched(chunks: Iterator[Chunk], depth: int = 3) -> Iterator[Chunk]:
-    """Generate the next chunks in a thread while the current one is written."""
-    box: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                box.put(chunk)
-            box.put(None)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            box.put(exc)
-
-    thread = threading.Thread(target=produce, name="fleet-generator", daemon=True)
-    thread.start()
-    try:
-        while (item := box.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while not box.empty():
-            box.get_nowait()

@@ -1,22 +1,19 @@
-"""Compile column rules into vectorized Polars expressions over Arrow batches.
+"""Compile column rules into vectorized operations over Arrow batches.
 
-Pseudonyms are HMAC-SHA256 under the pseudonymization key of ``"<domain>:<value>"``
-(integers in decimal, text as is, timestamps ISO), cut to 128 bits and stored as UUID.
-polars-hash computes the HMAC in Rust over whole batches; ``self_test`` checks it bit for
-bit against Python's ``hmac`` before anything is written.
+Pseudonyms come from ``hmac_engine`` (C/OpenSSL over Arrow buffers); generalizations are
+Polars expressions. No Python code runs per value.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import polars as pl
-import polars_hash  # noqa: F401  (registers the .chash namespace)
+import pyarrow as pa
 
-from vigie.errors import PolicyError, SyncError
+from vigie.errors import PolicyError
+from vigie.policy.hmac_engine import pseudonyms
 from vigie.policy.model import (
     Buckets,
     ColumnRule,
@@ -41,8 +38,12 @@ _NEEDS: dict[type, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class OutColumn:
     name: str
-    expr: pl.Expr
-    pseudonym: bool
+    expr: pl.Expr | None  # None for pseudonyms
+    domain: str | None = None  # the pseudonym domain
+
+    @property
+    def pseudonym(self) -> bool:
+        return self.domain is not None
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class CompiledTable:
     read_columns: tuple[str, ...]  # what is read from production: copied columns only
     key: tuple[str, ...]  # primary key columns, as stored
     bucket_width: int
+    secret: str = field(repr=False, default="")  # the pseudonymization key
 
     @property
     def pseudonym_columns(self) -> set[str]:
@@ -68,49 +70,21 @@ class CompiledTable:
         ]
 
 
-def pseudonym_expr(column: pl.Expr, domain: str, key: str, kind: str) -> pl.Expr:
-    if kind == "timestamp":
-        text = column.dt.to_string("%Y-%m-%dT%H:%M:%S%.f")
-    else:
-        text = column.cast(pl.String)
-    message = pl.concat_str([pl.lit(f"{domain}:"), text])
-    digest: pl.Expr = message.chash.hmac_sha256(key=key)  # type: ignore[attr-defined]
-    return digest.str.slice(0, 32)
-
-
-def pseudonym_reference(value: str, domain: str, key: str) -> str:
-    """The pseudonym of one canonical value, by Python's ``hmac`` (for checks and tests)."""
-    digest = hmac.new(key.encode(), f"{domain}:{value}".encode(), hashlib.sha256).hexdigest()
-    return digest[:32]
-
-
-def self_test(key: str) -> None:
-    """Check the vectorized HMAC against Python's ``hmac`` bit for bit, or refuse to run."""
-    values = ["1", "42", "2400000", "alice@example.com", "Zoë", ""]
-    got = pl.DataFrame({"v": values}).select(pseudonym_expr(pl.col("v"), "t", key, "text"))
-    want = [pseudonym_reference(v, "t", key) for v in values]
-    if got.to_series().to_list() != want:
-        raise SyncError(
-            "The vectorized HMAC does not match Python's hmac; refusing to pseudonymize.",
-            hint="Reinstall polars-hash at a supported version (see pyproject.toml).",
-        )
-
-
 def compile_table(policy: TablePolicy, source: SourceTable, key: str) -> CompiledTable:
+    """Check each rule fits its column's type and prepare its operation."""
     out = []
     for name, rule in policy.columns.items():
         if isinstance(rule.action, Drop):
             continue
         kind = source.column(name).kind
         _check_fits(rule, kind, source.column(name).raw_type)
-        out.append(
-            OutColumn(
-                name, _expr(rule, kind, key).alias(name), isinstance(rule.action, Pseudonymize)
-            )
-        )
+        if isinstance(rule.action, Pseudonymize):
+            out.append(OutColumn(name, None, rule.action.domain))
+        else:
+            out.append(OutColumn(name, _expr(rule, kind).alias(name)))
     read = tuple(dict.fromkeys([c.name for c in out] + list(source.primary_key)))
     width = 4096
-    return CompiledTable(policy, source, tuple(out), read, source.primary_key, width)
+    return CompiledTable(policy, source, tuple(out), read, source.primary_key, width, key)
 
 
 def _check_fits(rule: ColumnRule, kind: str, raw_type: str) -> None:
@@ -124,13 +98,11 @@ def _check_fits(rule: ColumnRule, kind: str, raw_type: str) -> None:
         )
 
 
-def _expr(rule: ColumnRule, kind: str, key: str) -> pl.Expr:
+def _expr(rule: ColumnRule, kind: str) -> pl.Expr:
     col = pl.col(rule.column)
     action = rule.action
     if isinstance(action, Keep):
         return col
-    if isinstance(action, Pseudonymize):
-        return pseudonym_expr(col, action.domain, key, kind)
     if isinstance(action, TruncateTime):
         return col.dt.truncate(_TRUNCATE[action.grain])
     if isinstance(action, IpPrefix):
@@ -165,16 +137,47 @@ def buckets(col: pl.Expr, edges: tuple[float, ...]) -> pl.Expr:
     return cast(pl.Expr, out.otherwise(pl.lit(edges[0]))).cast(pl.Float64)
 
 
-def mask(compiled: CompiledTable, batch: pl.DataFrame) -> pl.DataFrame:
-    """Apply the compiled rules to one batch; adds the reconcile bucket of each row."""
+@dataclass(frozen=True)
+class Masked:
+    """A masked batch: ``arrow`` is what the store receives; ``frame`` holds the
+    non-pseudonym columns (for the content scan) and the reconcile bucket."""
+
+    arrow: pa.Table
+    frame: pl.DataFrame
+
+
+def mask(
+    compiled: CompiledTable, batch: pa.Table, columns: list[OutColumn] | None = None
+) -> Masked:
+    """Apply the compiled rules to one Arrow batch (optionally only ``columns``)."""
+    wanted = list(compiled.columns) if columns is None else columns
+    plain = [c for c in wanted if c.expr is not None]
+    frame = _frame(batch).select([c.expr for c in plain] + [_bucket(compiled)])
+    arrays: dict[str, Any] = {}
+    plain_arrow = frame.to_arrow()
+    for c in wanted:
+        if c.domain is not None:
+            arrays[c.name] = pseudonyms(batch.column(c.name), c.domain, compiled.secret)
+        else:
+            arrays[c.name] = plain_arrow.column(c.name)
+    arrays[BUCKET_COLUMN] = plain_arrow.column(BUCKET_COLUMN)
+    return Masked(pa.table(arrays), frame)
+
+
+def mask_keys(compiled: CompiledTable, batch: pa.Table) -> pa.Table:
+    """Only the primary key columns, masked as they are stored."""
+    keys = [c for c in compiled.columns if c.name in compiled.key]
+    return mask(compiled, batch, keys).arrow.drop_columns([BUCKET_COLUMN])
+
+
+def _bucket(compiled: CompiledTable) -> pl.Expr:
     first = compiled.key[0] if compiled.key else None
     if first and compiled.source.column(first).kind == "integer":
-        bucket = (pl.col(first) // compiled.bucket_width).cast(pl.Int64)
-    else:
-        bucket = pl.lit(0, pl.Int64)
-    return batch.select([c.expr for c in compiled.columns] + [bucket.alias(BUCKET_COLUMN)])
+        return (pl.col(first) // compiled.bucket_width).cast(pl.Int64).alias(BUCKET_COLUMN)
+    return pl.lit(0, pl.Int64).alias(BUCKET_COLUMN)
 
 
-def mask_keys(compiled: CompiledTable, batch: pl.DataFrame) -> pl.DataFrame:
-    """Only the primary key columns, masked as they are stored."""
-    return batch.select([c.expr for c in compiled.columns if c.name in compiled.key])
+def _frame(batch: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    return frame

@@ -83,15 +83,19 @@ class _Validator:
     def error(self, node: Node, message: str) -> None:
         self.errors.append(f"{self.where(node)}: {message}")
 
+    def key_error(self, mapping: Node, key: str, message: str) -> None:
+        """An error placed at ``key`` of ``mapping`` (where the reader looks for it)."""
+        line, column = (mapping.keys or {}).get(key, (mapping.line, mapping.column))
+        self.errors.append(f"{Where(self.file, line, column)}: {message}")
+
     def mapping(self, node: Node, what: str, keys: tuple[str, ...]) -> dict[str, Node] | None:
         if not isinstance(node.value, dict):
             self.error(node, f"{what} must be a mapping, got {_kind(node.value)}.")
             return None
         for key in node.value:
             if key not in keys:
-                self.error(
-                    node.value[key],
-                    f"unknown key '{key}' in {what}; valid keys: {', '.join(keys)}.",
+                self.key_error(
+                    node, key, f"unknown key '{key}' in {what}; valid keys: {', '.join(keys)}."
                 )
         return cast(dict[str, Node], node.value)
 
@@ -181,8 +185,9 @@ class _Validator:
             return None
         if action.name not in ALLOWED_ACTIONS[data_class]:
             allowed = ", ".join(ALLOWED_ACTIONS[data_class])
-            self.error(
-                spec[actions[0]],
+            self.key_error(
+                node,
+                actions[0],
                 f"{what} is class '{data_class}' and cannot be '{action.name}' "
                 f"({WHY_NOT[data_class]}); allowed: {allowed}.",
             )

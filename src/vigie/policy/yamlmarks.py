@@ -17,6 +17,7 @@ class Node:
     value: Any  # dict[str, Node] | list[Node] | scalar
     line: int
     column: int
+    keys: dict[str, tuple[int, int]] | None = None  # for mappings: where each key stands
 
 
 def parse(text: str, file: str) -> Node:
@@ -41,6 +42,7 @@ def _convert(node: yaml.Node, file: str) -> Node:
     line, col = node.start_mark.line + 1, node.start_mark.column + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Node] = {}
+        marks: dict[str, tuple[int, int]] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node)
             if not isinstance(key, str):
@@ -52,7 +54,8 @@ def _convert(node: yaml.Node, file: str) -> Node:
                     hint="Keep one entry: a duplicate could silently override a rule.",
                 )
             out[key] = _convert(value_node, file)
-        return Node(out, line, col)
+            marks[key] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return Node(out, line, col, marks)
     if isinstance(node, yaml.SequenceNode):
         return Node([_convert(v, file) for v in node.value], line, col)
     return Node(_scalar(node), line, col)

@@ -55,15 +55,20 @@ def luhn_ok(text: str) -> bool:
 
 
 def _token_mask(values: pl.Series) -> pl.Series:
-    s = values
+    """Values holding a run of 20+ token characters that looks random: mixed classes and
+    many distinct characters (base64/base64url secrets), or 32+ hex digits (digests).
+    Runs are looked for inside values too: ``salt$hash`` or ``Bearer <token>``."""
+    runs = values.str.extract_all(r"[A-Za-z0-9_\-+/~]{20,}")
+    frame = pl.DataFrame({"i": range(values.len()), "run": runs}).explode("run")
+    s = frame["run"]
     variety = s.str.split("").list.n_unique() / s.str.len_chars()
-    return (
-        (s.str.len_chars() >= 20)
-        & s.str.contains(_TOKEN_ALPHABET)
-        & s.str.contains(r"\d")
-        & s.str.contains(r"[A-Za-z]")
-        & ((variety >= 0.45) | s.str.contains(r"^[0-9a-fA-F]{32,}$"))
-    ).fill_null(False)
+    digit, lower, upper = (s.str.contains(p) for p in (r"\d", r"[a-z]", r"[A-Z]"))
+    both_cases = digit & lower & upper & (variety >= 0.45)
+    one_case = digit & (lower | upper) & (variety >= 0.55) & (s.str.len_chars() >= 24)
+    hex_digest = s.str.contains(r"^[0-9a-fA-F]{32,}$")
+    hit = (both_cases | one_case | hex_digest).fill_null(False)
+    flagged = frame.filter(hit)["i"].unique()
+    return pl.Series(range(values.len())).is_in(flagged.implode())
 
 
 def _fixed_length_random(values: pl.Series) -> bool:

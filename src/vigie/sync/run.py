@@ -10,7 +10,7 @@ from pathlib import Path
 from vigie.db.dsn import Dsn
 from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
-from vigie.policy.compile import self_test
+from vigie.policy.hmac_engine import ENGINE, self_test
 from vigie.policy.load import load_policy
 from vigie.sources import open_source
 from vigie.stores.duckdb_store import META, Store
@@ -27,6 +27,7 @@ class SyncReport:
     tables: list[TableResult] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    hmac_engine: str = ENGINE
 
     @property
     def failed(self) -> list[TableResult]:

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
+from vigie.pipeline import prefetch
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, mask, mask_keys
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
@@ -197,9 +198,10 @@ class TableSync:
             keys = None
         total = self.source.estimate_rows(self.c.source) if kind == "full" else None
         done = 0
-        for batch in self.source.read(
+        batches = self.source.read(
             self.c.source, list(self.c.read_columns), where, keys, self.batch_rows
-        ):
+        )
+        for batch in prefetch(batches):
             done += self.write_batch(batch, merge=(kind == "delta"))
             self.progress(self.name, done, total)
         with self.store.transaction() as con:
@@ -216,14 +218,15 @@ class TableSync:
 
     def write_batch(self, batch: pa.Table, merge: bool) -> int:
         try:
-            masked = mask(self.c, _frame(batch))
+            masked = mask(self.c, batch)
         except Exception as exc:
             raise SyncError(
                 f"Masking {self.name} failed: {self.keys.scrub(str(exc)).splitlines()[0]}"
             ) from None
-        self.scan(masked)
-        last_bucket = int(masked[BUCKET_COLUMN][-1]) if masked.height else None
-        arrow = masked.to_arrow()
+        self.scan(masked.frame)
+        frame = masked.frame
+        last_bucket = int(frame[BUCKET_COLUMN][-1]) if frame.height else None
+        arrow = masked.arrow
         with self.store.transaction() as con:
             con.register("vigie_batch", arrow)
             try:
@@ -331,8 +334,8 @@ class TableSync:
     def delete_gone(self, buckets: list[int]) -> None:
         """Remove (and record) the store rows of ``buckets`` that production no longer has."""
         ranges = _ranges(buckets, self.width) if bucketed(self.c.source) else [KeyRange()]
-        live = pl.concat(
-            [mask_keys(self.c, _frame(t)) for t in self.source.keys_between(self.c.source, ranges)]
+        live = pa.concat_tables(
+            [mask_keys(self.c, t) for t in self.source.keys_between(self.c.source, ranges)]
         )
         key_cols = ", ".join(
             f"{q(k)}::UUID AS {q(k)}" if k in self.c.pseudonym_columns else q(k) for k in self.c.key
@@ -342,7 +345,7 @@ class TableSync:
         gone = f"{in_buckets} AND NOT EXISTS (SELECT 1 FROM vigie_live_keys l WHERE {on})"
         keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
         with self.store.transaction() as con:
-            con.register("vigie_live", live.to_arrow())
+            con.register("vigie_live", live)
             con.execute(f"CREATE TEMP TABLE vigie_live_keys AS SELECT {key_cols} FROM vigie_live")
             con.execute(
                 f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {keys}, "
@@ -359,12 +362,6 @@ def _one(con: Any, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]
     row = con.execute(sql, params or []).fetchone()
     assert row is not None
     return tuple(row)
-
-
-def _frame(table: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 def _ranges(buckets: list[int], width: int) -> list[KeyRange]:

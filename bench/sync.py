@@ -1,0 +1,153 @@
+"""Benchmark the protected sync on the incident-sized fleet (issue 3).
+
+    python bench/fleet_generate.py            # once: 2.4M users into PostgreSQL
+    python bench/sync.py [--dsn postgresql://postgres@127.0.0.1:5432/vigie_bench]
+
+In one run, each phase in its own process (so its peak memory is its own):
+  (a) raw copy, no policy: DuckDB's postgres scanner, CREATE TABLE AS SELECT * per table;
+  (b) vigie's full protected sync with examples/fleet-policy.yaml into a new store;
+  (c) `vigie fleet tick --minutes 10`, then vigie's incremental sync.
+Targets: (b) at least 0.7x the rows/s of (a); (c) under 5% of the time of (b).
+Results: bench/out/sync.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+POLICY = ROOT / "examples" / "fleet-policy.yaml"
+TABLES = [
+    "users", "devices", "device_shares", "api_tokens", "integrations", "payment_methods",
+    "connection_events",
+]  # fmt: skip
+
+
+def phase_raw(dsn: str) -> dict[str, object]:
+    import duckdb
+
+    from vigie.db.dsn import parse_dsn
+    from vigie.stores.extensions import load_extension
+
+    target = OUT / "raw.duckdb"
+    target.unlink(missing_ok=True)
+    con = duckdb.connect(str(target), config={"threads": 2})
+    load_extension(con, "postgres")
+    con.execute(f"ATTACH '{parse_dsn(dsn).libpq()}' AS src (TYPE postgres, READ_ONLY)")
+    tables = {}
+    for t in TABLES:
+        started = time.perf_counter()
+        con.execute(f"CREATE TABLE {t} AS SELECT * FROM src.public.{t}")
+        seconds = time.perf_counter() - started
+        (rows,) = con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()  # type: ignore[misc]
+        tables[t] = {"rows": rows, "seconds": round(seconds, 2)}
+    con.close()
+    target.unlink()
+    return {"tables": tables}
+
+
+def phase_sync(dsn: str, store: Path, keyfile: Path) -> dict[str, object]:
+    from vigie.db.dsn import parse_dsn
+    from vigie.keys import load_keys
+    from vigie.sync.run import sync
+
+    report = sync(parse_dsn(dsn), POLICY, store, load_keys(keyfile))
+    return {
+        "seconds": round(report.seconds, 2),
+        "tables": {
+            t.table: {
+                "rows": t.rows,
+                "inserted": t.inserted,
+                "updated": t.updated,
+                "deleted": t.deleted,
+                "seconds": round(t.seconds, 2),
+            }
+            for t in report.tables
+        },
+    }
+
+
+def phase_tick(dsn: str) -> dict[str, object]:
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.tick import tick_fleet
+
+    report = tick_fleet(parse_dsn(dsn), minutes=10, seed=int(time.time()) % 10_000)
+    return {"inserted": report.inserted, "updated": report.updated, "deleted": report.deleted}
+
+
+def run_phase(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Run one phase in a child process; returns its result with wall time and peak RSS."""
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--dsn", args.dsn],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    result["wall_seconds"] = round(time.perf_counter() - started, 2)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/vigie_bench")
+    ap.add_argument("--phase", choices=["raw", "full", "tick", "incremental"])
+    args = ap.parse_args()
+    store, keyfile = OUT / "store" / "vigie.duckdb", OUT / "bench.keys"
+    if args.phase:
+        result = {
+            "raw": lambda: phase_raw(args.dsn),
+            "full": lambda: phase_sync(args.dsn, store, keyfile),
+            "tick": lambda: phase_tick(args.dsn),
+            "incremental": lambda: phase_sync(args.dsn, store, keyfile),
+        }[args.phase]()
+        result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(json.dumps(result, default=str))
+        return
+    OUT.mkdir(exist_ok=True)
+    shutil.rmtree(store.parent, ignore_errors=True)
+    if not keyfile.exists():
+        from vigie.keys import init_keyfile
+
+        init_keyfile(keyfile)
+    results = {p: run_phase(p, args) for p in ("raw", "full", "tick", "incremental")}
+    (OUT / "sync.json").write_text(json.dumps(results, indent=2, default=str))
+    report(results)
+
+
+def report(r: dict[str, dict[str, object]]) -> None:
+    raw, full, inc = r["raw"]["tables"], r["full"]["tables"], r["incremental"]["tables"]
+    assert isinstance(raw, dict) and isinstance(full, dict) and isinstance(inc, dict)
+    print(f"{'table':<18} {'rows':>12} {'(a) raw rows/s':>15} {'(b) sync rows/s':>16} "
+          f"{'b/a':>6} {'(c) s':>7}")  # fmt: skip
+    total_rows = total_a = total_b = 0.0
+    for t in TABLES:
+        rows = raw[t]["rows"]
+        a, b = raw[t]["seconds"], full[t]["seconds"]
+        total_rows, total_a, total_b = total_rows + rows, total_a + a, total_b + b
+        print(f"{t:<18} {rows:>12,} {rows / a:>15,.0f} {rows / b:>16,.0f} {a / b:>6.2f} "
+              f"{inc[t]['seconds']:>7.2f}")  # fmt: skip
+    print(f"{'total':<18} {total_rows:>12,.0f} {total_rows / total_a:>15,.0f} "
+          f"{total_rows / total_b:>16,.0f} {total_a / total_b:>6.2f}")  # fmt: skip
+    c = float(r["incremental"]["seconds"])  # type: ignore[arg-type]
+    b_total = float(r["full"]["seconds"])  # type: ignore[arg-type]
+    print(f"(a) raw copy {total_a:.1f} s, peak {r['raw']['peak_rss_mib']} MiB")
+    print(f"(b) full protected sync {b_total:.1f} s, peak {r['full']['peak_rss_mib']} MiB "
+          f"(target: b/a >= 0.70)")  # fmt: skip
+    share = 100 * c / b_total
+    print(f"(c) incremental after a 10-minute tick {c:.1f} s = {share:.1f}% of (b), "
+          f"peak {r['incremental']['peak_rss_mib']} MiB (target < 5%)")  # fmt: skip
+    print(f"    the tick: {r['tick']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Shared test helpers: read a store back, run SQL on production."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vigie.db.connect import connect
+from vigie.db.dsn import Dsn
+from vigie.db.ops import execute, query
+from vigie.keys import Keys
+from vigie.stores.duckdb_store import Store
+
+LINEAGE = ("_vigie_first_seen", "_vigie_run")
+
+
+def prod(dsn: Dsn, sql: str) -> list[tuple[Any, ...]]:
+    conn = connect(dsn)
+    try:
+        return query(conn, dsn, sql)
+    finally:
+        conn.close()
+
+
+def prod_exec(dsn: Dsn, *statements: str) -> None:
+    conn = connect(dsn)
+    try:
+        for sql in statements:
+            execute(conn, dsn, sql)
+        if dsn.engine == "postgresql":
+            conn.commit()
+    finally:
+        conn.close()
+
+
+def store_rows(path: Path, keys: Keys, sql: str) -> list[tuple[Any, ...]]:
+    with Store(path, keys) as store:
+        return store.rows(sql)
+
+
+def store_content(path: Path, keys: Keys) -> dict[str, list[tuple[Any, ...]]]:
+    """Every synced table's rows, sorted, without the lineage columns (which hold times)."""
+    out = {}
+    with Store(path, keys) as store:
+        for table in store.table_names():
+            cols = [
+                c
+                for (c,) in store.rows(
+                    "SELECT column_name FROM information_schema.columns WHERE table_catalog = "
+                    "'store' AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+                    [table],
+                )
+                if c not in LINEAGE
+            ]
+            select = ", ".join(f'"{c}"' for c in cols)
+            out[table] = sorted(store.rows(f'SELECT {select} FROM "{table}"'), key=repr)
+    return out
