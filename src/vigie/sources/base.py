@@ -79,6 +79,12 @@ class Source(Protocol):
     def close(self) -> None: ...
     def max_value(self, table: SourceTable, column: str) -> CursorValue | None: ...
     def estimate_rows(self, table: SourceTable) -> int | None: ...
+    def key_span(self, table: SourceTable) -> tuple[int, int] | None:
+        """Smallest and largest value of the first key column (bucketed tables), or None."""
+
+    def readers(self, n: int) -> list[Source]:
+        """Up to ``n`` sources reading the same snapshot in parallel (this one first)."""
+
     def read(
         self,
         table: SourceTable,

@@ -23,6 +23,7 @@ from vigie.sources.base import (
     Filter,
     KeyRange,
     Kind,
+    Source,
     SourceColumn,
     SourceTable,
     bucketed,
@@ -139,6 +140,25 @@ class DuckSource:
     def snapshot(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
         self._in_snapshot = True
+        if self.pg:  # lets parallel readers join this very snapshot
+            self.snapshot_id = str(self._scalar("SELECT pg_export_snapshot()"))
+
+    def _join_snapshot(self, snapshot_id: str) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_snapshot = True
+        inner = f"SET TRANSACTION SNAPSHOT '{snapshot_id}'".replace("'", "''")
+        self.con.execute(f"CALL postgres_execute('src', '{inner}')")
+
+    def readers(self, n: int) -> list[Source]:
+        """PostgreSQL: extra connections that import this snapshot (pg_export_snapshot)."""
+        if not self.pg or not self._in_snapshot or n <= 1:
+            return [self]
+        out: list[Source] = [self]
+        for _ in range(n - 1):
+            clone = DuckSource(self.dsn)
+            clone._join_snapshot(self.snapshot_id)
+            out.append(clone)
+        return out
 
     def release(self) -> None:
         if self._in_snapshot:
@@ -155,6 +175,13 @@ class DuckSource:
         """The largest value of ``column`` in the snapshot."""
         value = self._rows(f"SELECT MAX({self.q(column)}) FROM {self.q(table.name)}")[0][0]
         return value if value is None or isinstance(value, int | datetime) else None
+
+    def key_span(self, table: SourceTable) -> tuple[int, int] | None:
+        if not bucketed(table):
+            return None
+        c = self.q(table.primary_key[0])
+        lo, hi = self._rows(f"SELECT MIN({c}), MAX({c}) FROM {self.q(table.name)}")[0]
+        return None if lo is None else (int(lo), int(hi))
 
     def estimate_rows(self, table: SourceTable) -> int | None:
         if self.pg:

@@ -22,6 +22,7 @@ from vigie.sources.base import (
     Filter,
     KeyRange,
     Kind,
+    Source,
     SourceColumn,
     SourceTable,
     bucketed,
@@ -97,6 +98,18 @@ class SQLiteSource:
         if table.column(column).kind == "timestamp":
             return datetime.fromisoformat(str(value))
         return int(value)
+
+    def key_span(self, table: SourceTable) -> tuple[int, int] | None:
+        if not bucketed(table):
+            return None
+        first = table.primary_key[0]
+        lo, hi = self.conn.execute(
+            f'SELECT MIN("{first}"), MAX("{first}") FROM "{table.name}"'
+        ).fetchone()
+        return None if lo is None else (int(lo), int(hi))
+
+    def readers(self, n: int) -> list[Source]:
+        return [self]
 
     def estimate_rows(self, table: SourceTable) -> int | None:
         (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()

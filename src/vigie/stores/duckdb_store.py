@@ -45,8 +45,7 @@ CREATE TABLE IF NOT EXISTS {META}.state (
     table_name VARCHAR PRIMARY KEY, cursor_column VARCHAR, loaded BOOLEAN,
     watermark_ts TIMESTAMP, watermark_int BIGINT,
     pass_kind VARCHAR, pass_from_ts TIMESTAMP, pass_from_int BIGINT,
-    pass_target_ts TIMESTAMP, pass_target_int BIGINT, resume_bucket BIGINT,
-    pass_rows BIGINT);
+    pass_target_ts TIMESTAMP, pass_target_int BIGINT, chunks VARCHAR);
 CREATE TABLE IF NOT EXISTS {META}.columns (
     table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
     PRIMARY KEY (table_name, column_name));

@@ -1,13 +1,14 @@
 """Sync one table: passes of masked, scanned batches, then delete reconciliation.
 
-A *pass* reads production in primary-key order and writes each batch together with its
-checkpoint in one store transaction, so a sync killed at any moment resumes where it
-stopped:
-- ``full``: the first load; batches are appended; a resumed full pass first removes the
-  rows of the bucket it stopped in, then reads on from that bucket's first key;
+A *pass* reads production in primary-key order, in *chunks* (key ranges of buckets),
+and writes each batch together with its chunk's checkpoint in one store transaction, so a
+sync killed at any moment resumes where it stopped:
+- ``full``: the first load; chunks are read by parallel readers sharing the snapshot
+  (PostgreSQL) and appended; a resumed full pass first removes what the interrupted run
+  left from the bucket each unfinished chunk stopped in, then reads on from there;
 - ``delta``: rows whose cursor moved since the last sync (``updated_at >= watermark``,
-  or ``id >=`` the watermark's bucket), merged by key; a resumed delta just reads again.
-Integer watermarks and resume points are kept as key *buckets* (multiples of the bucket
+  or ``id >=`` the watermark's bucket), merged by key; a resumed delta reads again.
+Integer watermarks and checkpoints are kept as key *buckets* (multiples of the bucket
 width), so no raw key value of production is ever stored.
 
 Deletes: per bucket of the first key column, production's row count is compared with the
@@ -17,9 +18,11 @@ removed, and their keys recorded with the time they were first seen and deleted.
 
 from __future__ import annotations
 
+import json
+import queue
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +31,7 @@ import pyarrow as pa
 
 from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
-from vigie.pipeline import prefetch
+from vigie.pipeline import fan_in
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, mask, mask_keys
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
@@ -36,6 +39,9 @@ from vigie.sources.base import CursorValue, Filter, KeyRange, Source, bucketed
 from vigie.stores.duckdb_store import META, Store, q
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
+CHUNK_BUCKETS = 256  # at most 256 buckets of 4096 keys (about 1M rows) in a chunk
+TARGET_CHUNKS = 64
+PARALLEL_READERS = 2
 
 
 @dataclass
@@ -54,6 +60,16 @@ class TableResult:
         return self.inserted + self.updated
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A key range of a pass, in buckets ([lo, hi), None: open), and how far it got."""
+
+    lo: int | None = None
+    hi: int | None = None
+    progress: int | None = None  # bucket of the last row written
+    done: bool = False
+
+
 @dataclass
 class _State:
     loaded: bool = False
@@ -61,7 +77,7 @@ class _State:
     pass_kind: str | None = None
     pass_from: CursorValue | None = None
     pass_target: CursorValue | None = None
-    resume_bucket: int | None = None
+    chunks: list[Chunk] = field(default_factory=list)
 
 
 class TableSync:
@@ -84,6 +100,7 @@ class TableSync:
         self.cursor = compiled.policy.cursor
         self.result = TableResult(self.name)
         self.width = compiled.bucket_width
+        self.chunks: list[Chunk] = []
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -151,30 +168,45 @@ class TableSync:
     def load_state(self) -> _State:
         row = self.store.rows(
             f"SELECT loaded, watermark_ts, watermark_int, pass_kind, pass_from_ts, "
-            f"pass_from_int, pass_target_ts, pass_target_int, resume_bucket "
+            f"pass_from_int, pass_target_ts, pass_target_int, chunks "
             f"FROM {META}.state WHERE table_name = ?",
             [self.name],
         )
         if not row:
             return _State()
-        loaded, wts, wint, kind, fts, fint, tts, tint, resume = row[0]
-        return _State(bool(loaded), _v(wts, wint), kind, _v(fts, fint), _v(tts, tint), resume)
+        loaded, wts, wint, kind, fts, fint, tts, tint, chunks = row[0]
+        parsed = [Chunk(**c) for c in json.loads(chunks)] if chunks else []
+        return _State(bool(loaded), _v(wts, wint), kind, _v(fts, fint), _v(tts, tint), parsed)
 
     def save_pass(self, con: Any, kind: str | None, start: CursorValue | None,
-                  target: CursorValue | None, resume: int | None) -> None:  # fmt: skip
+                  target: CursorValue | None, chunks: list[Chunk] | None) -> None:  # fmt: skip
         con.execute(
             f"UPDATE {META}.state SET pass_kind = ?, pass_from_ts = ?, pass_from_int = ?, "
-            "pass_target_ts = ?, pass_target_int = ?, resume_bucket = ? WHERE table_name = ?",
-            [kind, *_split(start), *_split(target), resume, self.name],
+            "pass_target_ts = ?, pass_target_int = ?, chunks = ? WHERE table_name = ?",
+            [kind, *_split(start), *_split(target), _chunks_json(chunks), self.name],
         )
 
     # -- passes ----------------------------------------------------------------------------
 
     def start_pass(self, kind: str, start: CursorValue | None) -> None:
         target = self.source.max_value(self.c.source, self.cursor) if self.cursor else None
+        chunks = self.plan_chunks() if kind == "full" else [Chunk()]
         with self.store.transaction() as con:
-            self.save_pass(con, kind, start, self.bucket_floor(target), None)
+            self.save_pass(con, kind, start, self.bucket_floor(target), chunks)
         self.run_pass(self.load_state(), resumed=False)
+
+    def plan_chunks(self) -> list[Chunk]:
+        """About TARGET_CHUNKS key ranges (at most CHUNK_BUCKETS buckets each), read in
+        parallel where the source can; the first and last are open-ended, so rows outside
+        the planned span are read too."""
+        span = self.source.key_span(self.c.source)
+        if span is None:
+            return [Chunk()]
+        lo, hi = span[0] // self.width, span[1] // self.width + 1
+        step = min(CHUNK_BUCKETS, max(1, -(-(hi - lo) // TARGET_CHUNKS)))
+        edges = list(range(lo, hi, step))[1:]
+        bounds = [None, *edges], [*edges, None]
+        return [Chunk(a, b) for a, b in zip(*bounds, strict=True)]
 
     def bucket_floor(self, value: CursorValue | None) -> CursorValue | None:
         """Integer watermarks are kept as the first key of their bucket (no raw keys)."""
@@ -186,24 +218,30 @@ class TableSync:
         kind = state.pass_kind
         assert kind is not None
         self.result.passes.append(kind + (" (resumed)" if resumed else ""))
-        resume = state.resume_bucket
-        if kind == "full" and resume is not None:
-            with self.store.transaction() as con:  # the bucket it stopped in may be partial
-                con.execute(f"DELETE FROM {q(self.name)} WHERE {BUCKET_COLUMN} >= ?", [resume])
+        self.chunks = state.chunks
+        pending = [i for i, c in enumerate(self.chunks) if not c.done]
+        if kind == "full" and resumed:
+            self.discard_partial(pending)
         where = None
         if state.pass_from is not None and self.cursor:
             where = Filter(self.cursor, state.pass_from, inclusive=True)
-        keys = KeyRange(resume * self.width, None) if resume is not None else None
-        if resume is not None and not bucketed(self.c.source):
-            keys = None
         total = self.source.estimate_rows(self.c.source) if kind == "full" else None
+        readers = self.source.readers(PARALLEL_READERS if len(pending) > 1 else 1)
+        work: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in pending:
+            work.put(i)
         done = 0
-        batches = self.source.read(
-            self.c.source, list(self.c.read_columns), where, keys, self.batch_rows
-        )
-        for batch in prefetch(batches):
-            done += self.write_batch(batch, merge=(kind == "delta"))
-            self.progress(self.name, done, total)
+        try:
+            producers = [self.produce(r, work, where) for r in readers]
+            for index, batch in fan_in(producers):
+                if batch is None:
+                    self.finish_chunk(index)
+                    continue
+                done += self.write_batch(batch, merge=(kind == "delta"), chunk=index)
+                self.progress(self.name, done, total)
+        finally:
+            for extra in readers[1:]:
+                extra.close()
         with self.store.transaction() as con:
             if kind == "full" or state.pass_target is not None:
                 con.execute(
@@ -216,7 +254,51 @@ class TableSync:
             # Production may have changed since the interrupted pass began: catch up.
             self.start_pass("delta", state.pass_target)
 
-    def write_batch(self, batch: pa.Table, merge: bool) -> int:
+    def produce(
+        self, reader: Source, work: queue.SimpleQueue[int], where: Filter | None
+    ) -> Iterator[tuple[int, pa.Table | None]]:
+        """Read chunks off ``work`` with one reader; ``(chunk, None)`` marks a chunk's end."""
+        while True:
+            try:
+                index = work.get_nowait()
+            except queue.Empty:
+                return
+            chunk = self.chunks[index]
+            start = chunk.progress if chunk.progress is not None else chunk.lo
+            keys = KeyRange(
+                None if start is None else start * self.width,
+                None if chunk.hi is None else chunk.hi * self.width,
+            )
+            columns = list(self.c.read_columns)
+            for batch in reader.read(self.c.source, columns, where, keys, self.batch_rows):
+                yield index, batch
+            yield index, None
+
+    def discard_partial(self, pending: list[int]) -> None:
+        """A resumed full pass appends: drop what an interrupted run left in unfinished chunks
+        (the bucket it stopped in may be partial) before reading them again."""
+        with self.store.transaction() as con:
+            for i in pending:
+                chunk = self.chunks[i]
+                start = chunk.progress if chunk.progress is not None else chunk.lo
+                conds = [f"{BUCKET_COLUMN} >= {int(start)}"] if start is not None else []
+                conds += [f"{BUCKET_COLUMN} < {int(chunk.hi)}"] if chunk.hi is not None else []
+                where = " AND ".join(conds) or "true"
+                con.execute(f"DELETE FROM {q(self.name)} WHERE {where}")
+
+    def finish_chunk(self, index: int) -> None:
+        self.chunks[index] = replace(self.chunks[index], done=True)
+        with self.store.transaction() as con:
+            self.save_chunks(con)
+
+    def save_chunks(self, con: Any) -> None:
+        con.execute(
+            f"UPDATE {META}.state SET chunks = ? WHERE table_name = ?",
+            [_chunks_json(self.chunks), self.name],
+        )
+
+    def write_batch(self, batch: pa.Table, merge: bool, chunk: int | None) -> int:
+        """Mask, scan and write one batch; with its chunk's checkpoint, in one transaction."""
         try:
             masked = mask(self.c, batch)
         except Exception as exc:
@@ -235,15 +317,12 @@ class TableSync:
                 else:
                     self.insert(con)
                     self.result.inserted += arrow.num_rows
-                self.save_pass_resume(con, last_bucket)
+                if chunk is not None and last_bucket is not None:
+                    self.chunks[chunk] = replace(self.chunks[chunk], progress=last_bucket)
+                    self.save_chunks(con)
             finally:
                 con.unregister("vigie_batch")
         return int(arrow.num_rows)
-
-    def save_pass_resume(self, con: Any, bucket: int | None) -> None:
-        con.execute(
-            f"UPDATE {META}.state SET resume_bucket = ? WHERE table_name = ?", [bucket, self.name]
-        )
 
     def select_batch(self) -> str:
         parts = []
@@ -328,7 +407,7 @@ class TableSync:
                     self.c.source, list(self.c.read_columns), None,
                     KeyRange(b * self.width, (b + 1) * self.width), self.batch_rows,
                 ):  # fmt: skip
-                    self.write_batch(batch, merge=True)
+                    self.write_batch(batch, merge=True, chunk=None)
         self.delete_gone(differ)
 
     def delete_gone(self, buckets: list[int]) -> None:
@@ -373,6 +452,10 @@ def _ranges(buckets: list[int], width: int) -> list[KeyRange]:
         else:
             out.append(KeyRange(b * width, (b + 1) * width))
     return out
+
+
+def _chunks_json(chunks: list[Chunk] | None) -> str | None:
+    return None if chunks is None else json.dumps([asdict(c) for c in chunks])
 
 
 def _v(ts: datetime | None, num: int | None) -> CursorValue | None:
