@@ -106,27 +106,39 @@ def _expr(rule: ColumnRule, kind: str) -> pl.Expr:
     if isinstance(action, TruncateTime):
         return col.dt.truncate(_TRUNCATE[action.grain])
     if isinstance(action, IpPrefix):
-        return ip_prefix(col)
+        return col.map_batches(ip_prefix, return_dtype=pl.String)
     if isinstance(action, Buckets):
         return buckets(col, action.edges)
     raise AssertionError(f"unhandled action {action}")
 
 
-def ip_prefix(col: pl.Expr) -> pl.Expr:
-    """IPv4 to ``a.b.c.0/24``, IPv6 to its first three groups ``/48``; anything else: null."""
-    v4 = col.str.replace(r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$", "${1}.0/24")
-    is_v4 = col.str.contains(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
+_V4 = r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$"
+
+
+def ip_prefix(values: pl.Series) -> pl.Series:
+    """IPv4 to ``a.b.c.0/24``, IPv6 to its first three groups ``/48``; anything else: null.
+    One regex pass over all values; the IPv6 work only on the values holding a colon."""
+    v4 = values.str.replace(_V4, "${1}.0/24")
+    out = pl.select(pl.when(v4 != values).then(v4)).to_series()
+    has_colon = values.str.contains(":", literal=True).fill_null(False)
+    if has_colon.any():
+        where = has_colon.arg_true()
+        six = pl.DataFrame({"ip": values.gather(where)}).select(_ip6_prefix(pl.col("ip")))
+        out = out.scatter(where, six.to_series())
+    return out.alias(values.name)
+
+
+def _ip6_prefix(col: pl.Expr) -> pl.Expr:
     lower = col.str.to_lowercase()
     parts = lower.str.split("::")
     head = parts.list.first().str.split(":").list.eval(pl.element().filter(pl.element() != ""))
     tail = parts.list.get(1, null_on_oob=True).fill_null("").str.split(":")
     tail = tail.list.eval(pl.element().filter(pl.element() != ""))
     zeros = (8 - head.list.len() - tail.list.len()).clip(lower_bound=0)
-    filler = pl.lit("0").repeat_by(zeros)
-    groups = pl.concat_list([head, filler, tail]).list.head(3)
-    is_v6 = lower.str.contains(r"^[0-9a-f:]+$") & lower.str.contains(":") & (parts.list.len() <= 2)
+    groups = pl.concat_list([head, pl.lit("0").repeat_by(zeros), tail]).list.head(3)
+    is_v6 = lower.str.contains(r"^[0-9a-f:]+$") & (parts.list.len() <= 2)
     v6 = pl.concat_str([groups.list.join(":"), pl.lit("::/48")])
-    return pl.when(is_v4).then(v4).when(is_v6).then(v6).otherwise(pl.lit(None, pl.String))
+    return pl.when(is_v6).then(v6).otherwise(pl.lit(None, pl.String))
 
 
 def buckets(col: pl.Expr, edges: tuple[float, ...]) -> pl.Expr:

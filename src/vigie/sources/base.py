@@ -53,6 +53,14 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    column: str
+    parent: str
+    parent_column: str
+    on_delete: str  # CASCADE, RESTRICT, NO ACTION, SET NULL...
+
+
+@dataclass(frozen=True)
 class KeyRange:
     """First key column in [start, stop); ``None`` leaves that side open."""
 
@@ -97,6 +105,10 @@ class Source(Protocol):
 
     def bucket_counts(self, table: SourceTable, width: int) -> dict[int, int]:
         """Row count per range of ``width`` values of the first key column (0: all rows)."""
+
+    def row_count(self, table: SourceTable) -> int: ...
+    def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
+        """Single-column foreign keys of ``table``, with their ON DELETE rule."""
 
     def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
         """The primary keys of the rows whose first key column falls in ``ranges``."""

@@ -20,6 +20,7 @@ from vigie.db.dsn import Dsn
 from vigie.sources.base import (
     CursorValue,
     Filter,
+    ForeignKey,
     KeyRange,
     Kind,
     Source,
@@ -145,12 +146,24 @@ class SQLiteSource:
         ).fetchall()
         return {int(b): int(n) for b, n in rows}
 
+    def row_count(self, table: SourceTable) -> int:
+        (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
+        return int(n)
+
+    def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
+        rows = self.conn.execute(f'PRAGMA foreign_key_list("{table.name}")').fetchall()
+        return [ForeignKey(r[3], r[2], r[4], str(r[6]).upper()) for r in rows]
+
     def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
         schema = pa.schema([(c, _ARROW[table.column(c).kind]) for c in table.primary_key])
-        for keys in ranges:
-            conds, params = _range(table, keys)
-            where = f" WHERE {' AND '.join(conds)}" if conds else ""
-            sql = f'SELECT {_cols(list(table.primary_key))} FROM "{table.name}"{where}'
+        for start in range(0, len(ranges), 400):
+            parts, params = [], []
+            for keys in ranges[start : start + 400]:
+                conds, values = _range(table, keys)
+                parts.append(" AND ".join(conds) or "1")
+                params += values
+            where = " OR ".join(f"({p})" for p in parts)
+            sql = f'SELECT {_cols(list(table.primary_key))} FROM "{table.name}" WHERE {where}'
             yield _to_arrow(self.conn.execute(sql, params).fetchall(), schema)
 
     def sample(self, table: SourceTable, rows: int) -> pa.Table:

@@ -22,9 +22,9 @@ from vigie.stores.duckdb_store import META, Store
 @dataclass
 class Plan:
     tables: list[CompiledTable] = field(default_factory=list)
-    unlisted: list[str] = field(
-        default_factory=list
-    )  # production tables neither synced nor excluded
+    unlisted: list[str] = field(default_factory=list)  # neither synced nor excluded
+    # child table -> (column, parent table, parent key column) deleted with the parent
+    cascades: dict[str, tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
 
 def make_plan(policy: Policy, source: Source, store: Store, key: str) -> Plan:
@@ -51,6 +51,7 @@ def make_plan(policy: Policy, source: Source, store: Store, key: str) -> Plan:
                 plan.tables.append(compile_table(table_policy, table, key))
             except PolicyError as exc:
                 problems.append(exc.message)
+    plan.cascades = _cascades(plan, source)
     if unclassified:
         raise UnclassifiedColumns(
             "Default deny: production has columns the policy does not classify; "
@@ -65,6 +66,26 @@ def make_plan(policy: Policy, source: Source, store: Store, key: str) -> Plan:
             hint="Fix the policy (or production) as each line says, then sync again.",
         )
     return plan
+
+
+def _cascades(plan: Plan, source: Source) -> dict[str, tuple[tuple[str, str, str], ...]]:
+    """Foreign keys ON DELETE CASCADE whose two ends are stored alike (same pseudonym
+    domain, or both kept), to a parent synced earlier in the run."""
+    out: dict[str, tuple[tuple[str, str, str], ...]] = {}
+    seen: dict[str, CompiledTable] = {}
+    for table in plan.tables:
+        found = []
+        for fk in source.foreign_keys(table.source):
+            parent = seen.get(fk.parent)
+            if fk.on_delete != "CASCADE" or parent is None or parent.key != (fk.parent_column,):
+                continue
+            child_rule = table.policy.columns.get(fk.column)
+            parent_rule = parent.policy.columns.get(fk.parent_column)
+            if child_rule and parent_rule and child_rule.action == parent_rule.action:
+                found.append((fk.column, fk.parent, fk.parent_column))
+        out[table.policy.name] = tuple(found)
+        seen[table.policy.name] = table
+    return out
 
 
 def _store_types(store: Store) -> dict[str, dict[str, str]]:

@@ -61,7 +61,10 @@ def sync(
             run_id = _begin_run(store, dsn, policy.digest, now)
             report = SyncReport(run_id, str(dsn), store_path, now, unlisted=plan.unlisted)
             for compiled in plan.tables:
-                table = TableSync(store, source, compiled, keys, run_id, now, progress, batch_rows)
+                cascades = plan.cascades.get(compiled.policy.name, ())
+                table = TableSync(
+                    store, source, compiled, keys, run_id, now, progress, batch_rows, cascades
+                )
                 try:
                     result = table.run()
                 except ScanHit as exc:

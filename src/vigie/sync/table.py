@@ -28,11 +28,12 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
-from vigie.pipeline import fan_in
-from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, mask, mask_keys
+from vigie.pipeline import fan_in, prefetch
+from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked, mask, mask_keys
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
 from vigie.sources.base import CursorValue, Filter, KeyRange, Source, bucketed
@@ -91,6 +92,7 @@ class TableSync:
         run_time: datetime,
         progress: Progress | None = None,
         batch_rows: int = 500_000,
+        cascades: tuple[tuple[str, str, str], ...] = (),
     ) -> None:
         self.store, self.source, self.c = store, source, compiled
         self.keys, self.run_id, self.run_time = keys, run_id, run_time
@@ -101,6 +103,7 @@ class TableSync:
         self.result = TableResult(self.name)
         self.width = compiled.bucket_width
         self.chunks: list[Chunk] = []
+        self.cascades = cascades  # (column, parent table, parent key column)
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -233,11 +236,11 @@ class TableSync:
         done = 0
         try:
             producers = [self.produce(r, work, where) for r in readers]
-            for index, batch in fan_in(producers):
-                if batch is None:
+            for index, masked in prefetch(self.prepare(fan_in(producers))):
+                if masked is None:
                     self.finish_chunk(index)
                     continue
-                done += self.write_batch(batch, merge=(kind == "delta"), chunk=index)
+                done += self.write(masked, merge=(kind == "delta"), chunk=index)
                 self.progress(self.name, done, total)
         finally:
             for extra in readers[1:]:
@@ -297,8 +300,14 @@ class TableSync:
             [_chunks_json(self.chunks), self.name],
         )
 
-    def write_batch(self, batch: pa.Table, merge: bool, chunk: int | None) -> int:
-        """Mask, scan and write one batch; with its chunk's checkpoint, in one transaction."""
+    def prepare(
+        self, batches: Iterator[tuple[int, pa.Table | None]]
+    ) -> Iterator[tuple[int, Masked | None]]:
+        """Mask and scan each batch (run in its own thread, beside reading and writing)."""
+        for index, batch in batches:
+            yield index, None if batch is None else self.mask_and_scan(batch)
+
+    def mask_and_scan(self, batch: pa.Table) -> Masked:
         try:
             masked = mask(self.c, batch)
         except Exception as exc:
@@ -306,6 +315,13 @@ class TableSync:
                 f"Masking {self.name} failed: {self.keys.scrub(str(exc)).splitlines()[0]}"
             ) from None
         self.scan(masked.frame)
+        return masked
+
+    def write_batch(self, batch: pa.Table, merge: bool, chunk: int | None) -> int:
+        return self.write(self.mask_and_scan(batch), merge, chunk)
+
+    def write(self, masked: Masked, merge: bool, chunk: int | None) -> int:
+        """Write one masked batch with its chunk's checkpoint, in one transaction."""
         frame = masked.frame
         last_bucket = int(frame[BUCKET_COLUMN][-1]) if frame.height else None
         arrow = masked.arrow
@@ -348,23 +364,22 @@ class TableSync:
             f"({', '.join('t.' + n for n in names)}) IS DISTINCT FROM "
             f"({', '.join('s.' + n for n in names)})"
         )
-        existing, differing = _one(
-            con,
-            f"SELECT COUNT(*), COUNT(*) FILTER (WHERE {changed}) "
-            f"FROM {source} s JOIN {q(self.name)} t ON {on}",
-        )
         sets = ", ".join(f"{n} = s.{n}" for n in [*names, BUCKET_COLUMN])
         values = ", ".join(f"s.{n}" for n in [*names, BUCKET_COLUMN])
-        con.execute(
+        actions = con.execute(
             f"MERGE INTO {q(self.name)} t USING {source} s ON ({on}) "
             f"WHEN MATCHED AND {changed} THEN UPDATE SET {sets}, _vigie_run = {self.run_id} "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}, {BUCKET_COLUMN}, "
-            f"_vigie_first_seen, _vigie_run) VALUES ({values}, ?, {self.run_id})",
+            f"_vigie_first_seen, _vigie_run) VALUES ({values}, ?, {self.run_id}) "
+            "RETURNING merge_action",
             [self.run_time],
-        )
-        (total,) = _one(con, "SELECT COUNT(*) FROM vigie_batch")
-        self.result.updated += int(differing)
-        self.result.inserted += int(total) - int(existing)
+        ).to_arrow_table()
+        counts = {
+            str(row["values"]): int(row["counts"])
+            for row in pc.value_counts(actions.column(0)).to_pylist()
+        }
+        self.result.updated += counts.get("UPDATE", 0)
+        self.result.inserted += counts.get("INSERT", 0)
 
     # -- content scan ----------------------------------------------------------------------
 
@@ -387,6 +402,13 @@ class TableSync:
     # -- deletes ---------------------------------------------------------------------------
 
     def reconcile(self) -> None:
+        """Remove from the store what production deleted. The passes leave the store a
+        superset of production, so equal row counts mean equal key sets; only when the
+        counts differ are they compared per bucket, and only differing buckets re-read."""
+        self.cascade()
+        (stored,) = self.store.rows(f"SELECT COUNT(*) FROM {q(self.name)}")[0]
+        if self.source.row_count(self.c.source) == stored:
+            return
         prod = self.source.bucket_counts(self.c.source, self.width)
         store = dict(
             self.store.rows(
@@ -394,8 +416,6 @@ class TableSync:
             )
         )
         differ = sorted(b for b in set(prod) | set(store) if prod.get(b, 0) != store.get(b, 0))
-        if not differ:
-            return
         missing = [b for b in differ if prod.get(b, 0) > store.get(b, 0)]
         if missing:
             self.result.message = (
@@ -408,7 +428,30 @@ class TableSync:
                     KeyRange(b * self.width, (b + 1) * self.width), self.batch_rows,
                 ):  # fmt: skip
                     self.write_batch(batch, merge=True, chunk=None)
-        self.delete_gone(differ)
+        if differ:
+            self.delete_gone(differ)
+
+    def cascade(self) -> None:
+        """Production deletes children with their parents (ON DELETE CASCADE): do the same
+        with the parents this run found deleted, by their pseudonymized keys."""
+        for column, parent, parent_column in self.cascades:
+            gone = (
+                f"t.{q(column)} IN (SELECT {q(parent_column)} FROM "
+                f"{META}.{q('deleted__' + parent)} WHERE _vigie_run = {self.run_id})"
+            )
+            self.tombstone(gone)
+
+    def tombstone(self, condition: str) -> None:
+        """Record, then delete, the store rows matching ``condition`` (alias ``t``)."""
+        keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
+        with self.store.transaction() as con:
+            con.execute(
+                f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {keys}, "
+                f"t._vigie_first_seen, ?, ? FROM {q(self.name)} t WHERE {condition}",
+                [self.run_time, self.run_id],
+            )
+            (n,) = _one(con, f"DELETE FROM {q(self.name)} t WHERE {condition}")
+        self.result.deleted += int(n)
 
     def delete_gone(self, buckets: list[int]) -> None:
         """Remove (and record) the store rows of ``buckets`` that production no longer has."""
@@ -421,20 +464,17 @@ class TableSync:
         )
         on = " AND ".join(f"t.{q(k)} = l.{q(k)}" for k in self.c.key)
         in_buckets = f"t.{BUCKET_COLUMN} IN ({', '.join(str(b) for b in buckets)})"
-        gone = f"{in_buckets} AND NOT EXISTS (SELECT 1 FROM vigie_live_keys l WHERE {on})"
-        keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
-        with self.store.transaction() as con:
-            con.register("vigie_live", live)
-            con.execute(f"CREATE TEMP TABLE vigie_live_keys AS SELECT {key_cols} FROM vigie_live")
-            con.execute(
-                f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {keys}, "
-                f"t._vigie_first_seen, ?, ? FROM {q(self.name)} t WHERE {gone}",
-                [self.run_time, self.run_id],
+        self.store.con.register("vigie_live", live)
+        try:
+            self.store.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE vigie_live_keys AS SELECT {key_cols} FROM vigie_live"
             )
-            (n,) = _one(con, f"DELETE FROM {q(self.name)} t WHERE {gone}")
-            con.execute("DROP TABLE vigie_live_keys")
-            con.unregister("vigie_live")
-        self.result.deleted += int(n)
+            self.tombstone(
+                f"{in_buckets} AND NOT EXISTS (SELECT 1 FROM vigie_live_keys l WHERE {on})"
+            )
+        finally:
+            self.store.con.execute("DROP TABLE IF EXISTS vigie_live_keys")
+            self.store.con.unregister("vigie_live")
 
 
 def _one(con: Any, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
