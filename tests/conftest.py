@@ -93,3 +93,4 @@ def store_path(tmp_path: Path) -> Path:
 
 
 EXAMPLE_POLICY = Path(__file__).resolve().parent.parent / "examples" / "fleet-policy.yaml"
+assert EXAMPLE_POLICY.resolve().is_file()

@@ -58,7 +58,9 @@ def test_no_personal_value_or_raw_id_reaches_the_store(sqlite_dsn, keys, store_p
     leaked = {}
     for table, columns in SECRETS_AND_PII.items():
         for column in columns:
-            production = {str(v) for (v,) in prod(sqlite_dsn, f"SELECT DISTINCT {column} FROM {table}")}
+            production = {
+                str(v) for (v,) in prod(sqlite_dsn, f"SELECT DISTINCT {column} FROM {table}")
+            }
             # four digits may equal a number (an rtt): compare card digits with text only
             overlap = production & (text_values if column == "card_last4" else values)
             if overlap:
@@ -74,13 +76,13 @@ def test_pseudonymized_columns_hold_only_uuids(sqlite_dsn, keys, store_path):
     generate_fleet(sqlite_dsn, FleetSpec(users=200, days=1, seed=2))
     sync(sqlite_dsn, EXAMPLE_POLICY, store_path, keys)
     with Store(store_path, keys) as store:
-        types = dict(
-            ((t, c), d)
+        types = {
+            (t, c): d
             for t, c, d in store.rows(
                 "SELECT table_name, column_name, data_type FROM information_schema.columns "
                 "WHERE table_catalog = 'store' AND table_schema = 'main'"
             )
-        )
+        }
     for table, column in [("users", "id"), ("users", "email"), ("devices", "user_id"),
                           ("connection_events", "device_id"), ("device_shares", "shared_with_email")]:  # fmt: skip
         assert types[(table, column)] == "UUID"

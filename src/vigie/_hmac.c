@@ -131,7 +131,80 @@ static PyObject *hmac16_utf8(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Parse an IPv4 address "a.b.c.d" strictly (decimal octets 0-255, 1-3 digits);
+ * returns the length of "a.b.c." (the prefix kept) or -1. */
+static inline int ipv4_prefix_len(const unsigned char *s, int64_t n) {
+    int dots = 0, digits = 0, value = 0, keep = -1;
+    for (int64_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= '0' && c <= '9') {
+            if (++digits > 3) return -1;
+            value = value * 10 + (c - '0');
+            if (value > 255) return -1;
+        } else if (c == '.') {
+            if (digits == 0 || ++dots > 3) return -1;
+            digits = 0;
+            value = 0;
+            if (dots == 3) keep = (int)i + 1;
+        } else {
+            return -1;
+        }
+    }
+    return (dots == 3 && digits > 0) ? keep : -1;
+}
+
+/* ipv4_prefix24(offsets, data, wide) -> (offsets: bytes, data: bytes, valid: bytes)
+ * "76.63.132.231" -> "76.63.132.0/24"; anything else -> invalid (null); int32 offsets out. */
+static PyObject *ipv4_prefix24(PyObject *self, PyObject *args) {
+    Py_buffer offsets, data;
+    int wide;
+    if (!PyArg_ParseTuple(args, "y*y*p", &offsets, &data, &wide)) return NULL;
+    Py_ssize_t width = wide ? 8 : 4;
+    Py_ssize_t n = offsets.len / width - 1;
+    PyObject *out_off = NULL, *out_data = NULL, *out_valid = NULL, *result = NULL;
+    if (n < 0) n = 0;
+    out_off = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
+    out_data = PyBytes_FromStringAndSize(NULL, n * 18 + 1);
+    out_valid = PyBytes_FromStringAndSize(NULL, n);
+    if (!out_off || !out_data || !out_valid) goto done;
+    int32_t *oo = (int32_t *)PyBytes_AS_STRING(out_off);
+    unsigned char *od = (unsigned char *)PyBytes_AS_STRING(out_data);
+    unsigned char *ov = (unsigned char *)PyBytes_AS_STRING(out_valid);
+    const unsigned char *d = data.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int32_t pos = 0;
+    oo[0] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t a = wide ? ((const int64_t *)offsets.buf)[i] : ((const int32_t *)offsets.buf)[i];
+        int64_t b = wide ? ((const int64_t *)offsets.buf)[i + 1]
+                         : ((const int32_t *)offsets.buf)[i + 1];
+        if (a < 0 || b < a || b > data.len) { bad = 1; break; }
+        int keep = (b - a <= 15) ? ipv4_prefix_len(d + a, b - a) : -1;
+        if (keep > 0) {
+            memcpy(od + pos, d + a, (size_t)keep);
+            memcpy(od + pos + keep, "0/24", 4);
+            pos += keep + 4;
+            ov[i] = 1;
+        } else {
+            ov[i] = 0;
+        }
+        oo[i + 1] = pos;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent string buffers");
+        goto done;
+    }
+    result = Py_BuildValue("(OOO)", out_off, out_data, out_valid);
+done:
+    Py_XDECREF(out_off); Py_XDECREF(out_data); Py_XDECREF(out_valid);
+    PyBuffer_Release(&offsets); PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"ipv4_prefix24", ipv4_prefix24, METH_VARARGS, "IPv4 addresses to their /24 prefix."},
     {"hmac16_int64", hmac16_int64, METH_VARARGS, "HMAC-SHA256[:16] of prefix || decimal(v)."},
     {"hmac16_utf8", hmac16_utf8, METH_VARARGS, "HMAC-SHA256[:16] of prefix || s."},
     {NULL, NULL, 0, NULL},

@@ -8,10 +8,14 @@ from typing import Annotated
 import typer
 
 from vigie.cli.render import console, fleet_summary, generate_progress
+from vigie.cli.sync import run_sync
 from vigie.db.dsn import parse_dsn
 from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
 from vigie.fleet.inspect import summarize
+from vigie.keys import init_keyfile
+
+FLEET_POLICY = Path(__file__).resolve().parent.parent / "fleet" / "fleet-policy.yaml"
 
 
 def demo(
@@ -20,7 +24,7 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of traffic in the demo fleet.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
-    """Generate a small demo fleet into SQLite and show what production holds."""
+    """Generate a demo fleet into SQLite, then sync it into an encrypted DuckDB store."""
     dsn = parse_dsn(f"sqlite:///{workdir / 'production.db'}")
     console.rule("[bold]1. Production: a synthetic camera fleet in SQLite")
     with generate_progress() as (on_estimate, on_rows):
@@ -33,7 +37,12 @@ def demo(
         )
     console.print(f"{report.total_rows:,} rows in {dsn} ({report.seconds:.1f} s).")
     fleet_summary(summarize(dsn))
-    console.print(
-        "Secrets never leave production; PII leaves only pseudonymized; "
-        "quasi-identifiers only generalized."
-    )
+
+    console.rule("[bold]2. Protected sync into the analytics store")
+    keyfile = workdir / "keys" / "vigie.keys"
+    if not keyfile.exists():
+        keyfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        init_keyfile(keyfile)
+        console.print(f"New keyfile {keyfile} (0600): keep it apart from the store.")
+    console.print(f"Policy: {FLEET_POLICY} (default deny; secrets dropped, PII pseudonymized)")
+    run_sync(str(dsn), FLEET_POLICY, workdir / "store" / "vigie.duckdb", keyfile)

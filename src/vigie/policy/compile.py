@@ -1,18 +1,19 @@
 """Compile column rules into vectorized operations over Arrow batches.
 
-Pseudonyms come from ``hmac_engine`` (C/OpenSSL over Arrow buffers); generalizations are
-Polars expressions. No Python code runs per value.
+Kept columns pass through untouched (zero copy); pseudonyms come from ``hmac_engine``
+(C/OpenSSL over Arrow buffers); generalizations from ``generalize``. No Python code runs
+per value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
 
-import polars as pl
+import numpy as np
 import pyarrow as pa
 
 from vigie.errors import PolicyError
+from vigie.policy.generalize import generalize
 from vigie.policy.hmac_engine import pseudonyms
 from vigie.policy.model import (
     Buckets,
@@ -27,7 +28,6 @@ from vigie.policy.model import (
 from vigie.sources.base import SourceTable
 
 BUCKET_COLUMN = "_vigie_bucket"
-_TRUNCATE = {"hour": "1h", "day": "1d", "week": "1w", "month": "1mo", "year": "1y"}
 _NEEDS: dict[type, tuple[str, ...]] = {
     TruncateTime: ("timestamp", "date"),
     IpPrefix: ("text",),
@@ -38,8 +38,12 @@ _NEEDS: dict[type, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class OutColumn:
     name: str
-    expr: pl.Expr | None  # None for pseudonyms
-    domain: str | None = None  # the pseudonym domain
+    rule: ColumnRule
+
+    @property
+    def domain(self) -> str | None:
+        """The pseudonym domain, for pseudonymized columns."""
+        return self.rule.action.domain if isinstance(self.rule.action, Pseudonymize) else None
 
     @property
     def pseudonym(self) -> bool:
@@ -78,10 +82,7 @@ def compile_table(policy: TablePolicy, source: SourceTable, key: str) -> Compile
             continue
         kind = source.column(name).kind
         _check_fits(rule, kind, source.column(name).raw_type)
-        if isinstance(rule.action, Pseudonymize):
-            out.append(OutColumn(name, None, rule.action.domain))
-        else:
-            out.append(OutColumn(name, _expr(rule, kind).alias(name)))
+        out.append(OutColumn(name, rule))
     read = tuple(dict.fromkeys([c.name for c in out] + list(source.primary_key)))
     width = 4096
     return CompiledTable(policy, source, tuple(out), read, source.primary_key, width, key)
@@ -98,82 +99,35 @@ def _check_fits(rule: ColumnRule, kind: str, raw_type: str) -> None:
         )
 
 
-def _expr(rule: ColumnRule, kind: str) -> pl.Expr:
-    col = pl.col(rule.column)
-    action = rule.action
-    if isinstance(action, Keep):
-        return col
-    if isinstance(action, TruncateTime):
-        return col.dt.truncate(_TRUNCATE[action.grain])
-    if isinstance(action, IpPrefix):
-        return col.map_batches(ip_prefix, return_dtype=pl.String)
-    if isinstance(action, Buckets):
-        return buckets(col, action.edges)
-    raise AssertionError(f"unhandled action {action}")
-
-
-_V4 = r"^(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}$"
-
-
-def ip_prefix(values: pl.Series) -> pl.Series:
-    """IPv4 to ``a.b.c.0/24``, IPv6 to its first three groups ``/48``; anything else: null.
-    One regex pass over all values; the IPv6 work only on the values holding a colon."""
-    v4 = values.str.replace(_V4, "${1}.0/24")
-    out = pl.select(pl.when(v4 != values).then(v4)).to_series()
-    has_colon = values.str.contains(":", literal=True).fill_null(False)
-    if has_colon.any():
-        where = has_colon.arg_true()
-        six = pl.DataFrame({"ip": values.gather(where)}).select(_ip6_prefix(pl.col("ip")))
-        out = out.scatter(where, six.to_series())
-    return out.alias(values.name)
-
-
-def _ip6_prefix(col: pl.Expr) -> pl.Expr:
-    lower = col.str.to_lowercase()
-    parts = lower.str.split("::")
-    head = parts.list.first().str.split(":").list.eval(pl.element().filter(pl.element() != ""))
-    tail = parts.list.get(1, null_on_oob=True).fill_null("").str.split(":")
-    tail = tail.list.eval(pl.element().filter(pl.element() != ""))
-    zeros = (8 - head.list.len() - tail.list.len()).clip(lower_bound=0)
-    groups = pl.concat_list([head, pl.lit("0").repeat_by(zeros), tail]).list.head(3)
-    is_v6 = lower.str.contains(r"^[0-9a-f:]+$") & (parts.list.len() <= 2)
-    v6 = pl.concat_str([groups.list.join(":"), pl.lit("::/48")])
-    return pl.when(is_v6).then(v6).otherwise(pl.lit(None, pl.String))
-
-
-def buckets(col: pl.Expr, edges: tuple[float, ...]) -> pl.Expr:
-    """The lower edge of each value's bucket; values under the first edge get the first."""
-    out: Any = pl.when(col.is_null()).then(pl.lit(None, pl.Float64))
-    for edge in reversed(edges[1:]):
-        out = out.when(col >= edge).then(pl.lit(edge))
-    return cast(pl.Expr, out.otherwise(pl.lit(edges[0]))).cast(pl.Float64)
-
-
 @dataclass(frozen=True)
 class Masked:
-    """A masked batch: ``arrow`` is what the store receives; ``frame`` holds the
-    non-pseudonym columns (for the content scan) and the reconcile bucket."""
+    """A masked batch: what the store receives, with each row's reconcile bucket."""
 
     arrow: pa.Table
-    frame: pl.DataFrame
+    buckets: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.arrow.num_rows)
 
 
 def mask(
     compiled: CompiledTable, batch: pa.Table, columns: list[OutColumn] | None = None
 ) -> Masked:
     """Apply the compiled rules to one Arrow batch (optionally only ``columns``)."""
-    wanted = list(compiled.columns) if columns is None else columns
-    plain = [c for c in wanted if c.expr is not None]
-    frame = _frame(batch).select([c.expr for c in plain] + [_bucket(compiled)])
-    arrays: dict[str, Any] = {}
-    plain_arrow = frame.to_arrow()
-    for c in wanted:
-        if c.domain is not None:
-            arrays[c.name] = pseudonyms(batch.column(c.name), c.domain, compiled.secret)
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for c in compiled.columns if columns is None else columns:
+        values = batch.column(c.name)
+        action = c.rule.action
+        if isinstance(action, Pseudonymize):
+            arrays[c.name] = pseudonyms(values, action.domain, compiled.secret)
+        elif isinstance(action, Keep):
+            arrays[c.name] = values
         else:
-            arrays[c.name] = plain_arrow.column(c.name)
-    arrays[BUCKET_COLUMN] = plain_arrow.column(BUCKET_COLUMN)
-    return Masked(pa.table(arrays), frame)
+            arrays[c.name] = generalize(values.combine_chunks(), action)  # type: ignore[arg-type]
+    buckets = _buckets(compiled, batch)
+    arrays[BUCKET_COLUMN] = pa.array(buckets)
+    return Masked(pa.table(arrays), buckets)
 
 
 def mask_keys(compiled: CompiledTable, batch: pa.Table) -> pa.Table:
@@ -182,14 +136,9 @@ def mask_keys(compiled: CompiledTable, batch: pa.Table) -> pa.Table:
     return mask(compiled, batch, keys).arrow.drop_columns([BUCKET_COLUMN])
 
 
-def _bucket(compiled: CompiledTable) -> pl.Expr:
+def _buckets(compiled: CompiledTable, batch: pa.Table) -> np.ndarray:
     first = compiled.key[0] if compiled.key else None
     if first and compiled.source.column(first).kind == "integer":
-        return (pl.col(first) // compiled.bucket_width).cast(pl.Int64).alias(BUCKET_COLUMN)
-    return pl.lit(0, pl.Int64).alias(BUCKET_COLUMN)
-
-
-def _frame(batch: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(batch)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+        keys = batch.column(first).to_numpy()
+        return np.asarray(keys // compiled.bucket_width, dtype=np.int64)
+    return np.zeros(batch.num_rows, dtype=np.int64)

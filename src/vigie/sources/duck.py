@@ -52,6 +52,7 @@ class DuckSource:
     def __init__(self, dsn: Dsn) -> None:
         self.dsn = dsn
         self.con = duckdb.connect(config={"threads": 2})
+        self.con.execute("SET enable_progress_bar = false")
         self.pg = dsn.engine == "postgresql"
         load_extension(self.con, "postgres" if self.pg else "mysql")
         try:

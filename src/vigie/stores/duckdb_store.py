@@ -86,6 +86,7 @@ class Store:
         check_modes(path)
         self._old_umask = os.umask(0o077)
         self.con = duckdb.connect(config={"threads": 2})
+        self.con.execute("SET enable_progress_bar = false")
         try:
             load_extension(self.con, "httpfs")  # DuckDB encrypts with httpfs's OpenSSL
             self._attach()

@@ -33,16 +33,18 @@ import pyarrow.compute as pc
 from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
 from vigie.pipeline import fan_in, prefetch
-from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked, mask, mask_keys
+from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked, mask
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
-from vigie.sources.base import CursorValue, Filter, KeyRange, Source, bucketed
+from vigie.sources.base import CursorValue, Filter, KeyRange, Source
 from vigie.stores.duckdb_store import META, Store, q
+from vigie.sync.deletes import Reconciler
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
 CHUNK_BUCKETS = 256  # at most 256 buckets of 4096 keys (about 1M rows) in a chunk
 TARGET_CHUNKS = 64
 PARALLEL_READERS = 2
+ROW_GROUP = 122_880
 
 
 @dataclass
@@ -117,7 +119,7 @@ class TableSync:
             self.start_pass("full", None)
         else:  # changed rows by cursor; without a cursor, every row, merged
             self.start_pass("delta", state.watermark if self.cursor else None)
-        self.reconcile()
+        Reconciler(self).reconcile()
         self.result.seconds = time.perf_counter() - started
         return self.result
 
@@ -314,7 +316,7 @@ class TableSync:
             raise SyncError(
                 f"Masking {self.name} failed: {self.keys.scrub(str(exc)).splitlines()[0]}"
             ) from None
-        self.scan(masked.frame)
+        self.scan(masked.arrow)
         return masked
 
     def write_batch(self, batch: pa.Table, merge: bool, chunk: int | None) -> int:
@@ -322,14 +324,16 @@ class TableSync:
 
     def write(self, masked: Masked, merge: bool, chunk: int | None) -> int:
         """Write one masked batch with its chunk's checkpoint, in one transaction."""
-        frame = masked.frame
-        last_bucket = int(frame[BUCKET_COLUMN][-1]) if frame.height else None
-        arrow = masked.arrow
+        last_bucket = int(masked.buckets[-1]) if masked.rows else None
+        # record batches of one DuckDB row group each: DuckDB scans and appends them in parallel
+        arrow = pa.Table.from_batches(masked.arrow.to_batches(max_chunksize=ROW_GROUP))
         with self.store.transaction() as con:
             con.register("vigie_batch", arrow)
             try:
                 if merge:
-                    self.merge(con)
+                    buckets = masked.buckets
+                    low, high = (int(buckets.min()), int(buckets.max())) if masked.rows else (0, 0)
+                    self.merge(con, low, high)
                 else:
                     self.insert(con)
                     self.result.inserted += arrow.num_rows
@@ -355,9 +359,12 @@ class TableSync:
             [self.run_time, self.run_id],
         )
 
-    def merge(self, con: Any) -> None:
-        """Upsert the batch by key; only rows whose stored values change count as updated."""
+    def merge(self, con: Any, low: int, high: int) -> None:
+        """Upsert the batch by key; only rows whose stored values change count as updated.
+        A key's bucket follows from the key, so only the batch's bucket range of the table
+        can match: the condition lets DuckDB skip the rest (zone maps)."""
         on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in self.c.key)
+        on += f" AND t.{BUCKET_COLUMN} BETWEEN {low} AND {high}"
         source = f"(SELECT {self.select_batch()}, {BUCKET_COLUMN} FROM vigie_batch)"
         names = [q(c.name) for c in self.c.columns]
         changed = (
@@ -383,11 +390,14 @@ class TableSync:
 
     # -- content scan ----------------------------------------------------------------------
 
-    def scan(self, masked: pl.DataFrame) -> None:
+    def scan(self, masked: pa.Table) -> None:
+        """Content scan of every kept text column, on its distinct values in the batch."""
         for column in self.c.kept_text:
             rule = self.c.policy.columns[column]
             assert isinstance(rule.action, Keep)
-            hits = scan_column(column, masked[column], set(rule.allow))
+            distinct = pl.from_arrow(pc.unique(masked.column(column)))
+            assert isinstance(distinct, pl.Series)
+            hits = scan_column(column, distinct, set(rule.allow))
             if hits:
                 hit = hits[0]
                 raise ScanHit(
@@ -398,100 +408,6 @@ class TableSync:
                     f"(drop or pseudonymize). If it is a false positive, add "
                     f'allow: {{{hit.detector}: "<why>"}} to that rule.',
                 )
-
-    # -- deletes ---------------------------------------------------------------------------
-
-    def reconcile(self) -> None:
-        """Remove from the store what production deleted. The passes leave the store a
-        superset of production, so equal row counts mean equal key sets; only when the
-        counts differ are they compared per bucket, and only differing buckets re-read."""
-        self.cascade()
-        (stored,) = self.store.rows(f"SELECT COUNT(*) FROM {q(self.name)}")[0]
-        if self.source.row_count(self.c.source) == stored:
-            return
-        prod = self.source.bucket_counts(self.c.source, self.width)
-        store = dict(
-            self.store.rows(
-                f"SELECT {BUCKET_COLUMN}, COUNT(*) FROM {q(self.name)} GROUP BY {BUCKET_COLUMN}"
-            )
-        )
-        differ = sorted(b for b in set(prod) | set(store) if prod.get(b, 0) != store.get(b, 0))
-        missing = [b for b in differ if prod.get(b, 0) > store.get(b, 0)]
-        if missing:
-            self.result.message = (
-                f"{len(missing)} key range(s) had rows production holds and the store did not "
-                "(rows changed without moving their cursor?); they were repaired."
-            )
-            for b in missing:
-                for batch in self.source.read(
-                    self.c.source, list(self.c.read_columns), None,
-                    KeyRange(b * self.width, (b + 1) * self.width), self.batch_rows,
-                ):  # fmt: skip
-                    self.write_batch(batch, merge=True, chunk=None)
-        if differ:
-            self.delete_gone(differ)
-
-    def cascade(self) -> None:
-        """Production deletes children with their parents (ON DELETE CASCADE): do the same
-        with the parents this run found deleted, by their pseudonymized keys."""
-        for column, parent, parent_column in self.cascades:
-            gone = (
-                f"t.{q(column)} IN (SELECT {q(parent_column)} FROM "
-                f"{META}.{q('deleted__' + parent)} WHERE _vigie_run = {self.run_id})"
-            )
-            self.tombstone(gone)
-
-    def tombstone(self, condition: str) -> None:
-        """Record, then delete, the store rows matching ``condition`` (alias ``t``)."""
-        keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
-        with self.store.transaction() as con:
-            con.execute(
-                f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {keys}, "
-                f"t._vigie_first_seen, ?, ? FROM {q(self.name)} t WHERE {condition}",
-                [self.run_time, self.run_id],
-            )
-            (n,) = _one(con, f"DELETE FROM {q(self.name)} t WHERE {condition}")
-        self.result.deleted += int(n)
-
-    def delete_gone(self, buckets: list[int]) -> None:
-        """Remove (and record) the store rows of ``buckets`` that production no longer has."""
-        ranges = _ranges(buckets, self.width) if bucketed(self.c.source) else [KeyRange()]
-        live = pa.concat_tables(
-            [mask_keys(self.c, t) for t in self.source.keys_between(self.c.source, ranges)]
-        )
-        key_cols = ", ".join(
-            f"{q(k)}::UUID AS {q(k)}" if k in self.c.pseudonym_columns else q(k) for k in self.c.key
-        )
-        on = " AND ".join(f"t.{q(k)} = l.{q(k)}" for k in self.c.key)
-        in_buckets = f"t.{BUCKET_COLUMN} IN ({', '.join(str(b) for b in buckets)})"
-        self.store.con.register("vigie_live", live)
-        try:
-            self.store.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE vigie_live_keys AS SELECT {key_cols} FROM vigie_live"
-            )
-            self.tombstone(
-                f"{in_buckets} AND NOT EXISTS (SELECT 1 FROM vigie_live_keys l WHERE {on})"
-            )
-        finally:
-            self.store.con.execute("DROP TABLE IF EXISTS vigie_live_keys")
-            self.store.con.unregister("vigie_live")
-
-
-def _one(con: Any, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
-    row = con.execute(sql, params or []).fetchone()
-    assert row is not None
-    return tuple(row)
-
-
-def _ranges(buckets: list[int], width: int) -> list[KeyRange]:
-    """Adjacent buckets merged into key ranges."""
-    out: list[KeyRange] = []
-    for b in buckets:
-        if out and out[-1].stop == b * width:
-            out[-1] = KeyRange(out[-1].start, (b + 1) * width)
-        else:
-            out.append(KeyRange(b * width, (b + 1) * width))
-    return out
 
 
 def _chunks_json(chunks: list[Chunk] | None) -> str | None:
