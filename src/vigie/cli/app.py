@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from vigie import __version__
-from vigie.cli import demo, fleet, keys, policy
+from vigie.cli import demo, fleet, keys, kpi, policy
 from vigie.cli.sync import sync_command
 from vigie.errors import VigieError
 
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(fleet.app, name="fleet")
 app.add_typer(policy.app, name="policy")
 app.add_typer(keys.app, name="keys")
+app.add_typer(kpi.app, name="kpi")
 app.command("sync")(sync_command)
 app.command("demo")(demo.demo)
 

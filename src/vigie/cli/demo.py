@@ -7,13 +7,19 @@ from typing import Annotated
 
 import typer
 
+from vigie.cli.kpi import render_result
 from vigie.cli.render import console, fleet_summary, generate_progress
 from vigie.cli.sync import run_sync
 from vigie.db.dsn import parse_dsn
 from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
 from vigie.fleet.inspect import summarize
-from vigie.keys import init_keyfile
+from vigie.keys import init_keyfile, load_keys
+from vigie.kpi.chart import write_chart
+from vigie.kpi.engine import default_range, run_kpi
+from vigie.kpi.load import load_metrics
+from vigie.kpi.query import KpiQuery
+from vigie.stores.duckdb_store import Store
 
 FLEET_POLICY = Path(__file__).resolve().parent.parent / "fleet" / "fleet-policy.yaml"
 
@@ -24,7 +30,7 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of traffic in the demo fleet.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
-    """Generate a demo fleet into SQLite, then sync it into an encrypted DuckDB store."""
+    """Generate a demo fleet into SQLite, sync it into an encrypted store, show two KPIs."""
     dsn = parse_dsn(f"sqlite:///{workdir / 'production.db'}")
     console.rule("[bold]1. Production: a synthetic camera fleet in SQLite")
     with generate_progress() as (on_estimate, on_rows):
@@ -45,4 +51,18 @@ def demo(
         init_keyfile(keyfile)
         console.print(f"New keyfile {keyfile} (0600): keep it apart from the store.")
     console.print(f"Policy: {FLEET_POLICY} (default deny; secrets dropped, PII pseudonymized)")
-    run_sync(str(dsn), FLEET_POLICY, workdir / "store" / "vigie.duckdb", keyfile)
+    store = workdir / "store" / "vigie.duckdb"
+    run_sync(str(dsn), FLEET_POLICY, store, keyfile)
+
+    console.rule("[bold]3. KPIs from the store (cells under k users suppressed)")
+    metrics = load_metrics()
+    with Store(store, load_keys(keyfile)) as s:
+        for name, by in (("connection_error_rate", ("firmware",)), ("device_activations", ())):
+            query = default_range(s, metrics, KpiQuery(name, by))
+            render_result(run_kpi(s, metrics, query), metrics.kpis[name].description, "table")
+        errors = run_kpi(
+            s, metrics, default_range(s, metrics, KpiQuery("connection_error_rate", ("firmware",)))
+        )
+    chart = write_chart(errors, metrics.kpis["connection_error_rate"].description,
+                        workdir / "charts" / "connection_error_rate_by_firmware.png")  # fmt: skip
+    console.print(f"Chart: {chart}")

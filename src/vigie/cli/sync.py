@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,10 @@ import typer
 from vigie.cli.render import console, sync_progress, sync_summary
 from vigie.db.dsn import parse_dsn
 from vigie.errors import SyncError, UsageError
-from vigie.keys import load_keys
+from vigie.keys import Keys, load_keys
+from vigie.kpi.engine import refresh_rollups
+from vigie.kpi.load import load_metrics
+from vigie.stores.duckdb_store import Store
 from vigie.sync.run import SyncReport, sync
 
 Keyfile = Annotated[
@@ -26,11 +30,12 @@ def sync_command(
     batch_rows: Annotated[
         int, typer.Option(help="Rows per batch (memory vs. overhead).")
     ] = 500_000,
+    metrics: Annotated[Path | None, typer.Option(help="Metrics file for the rollups.")] = None,
 ) -> None:
     """Copy production into the encrypted store under the policy (incremental after the first)."""
     if batch_rows < 1:
         raise UsageError(f"--batch-rows must be at least 1, got {batch_rows}.")
-    report = run_sync(from_, policy, store, keyfile, batch_rows)
+    report = run_sync(from_, policy, store, keyfile, batch_rows, metrics)
     if report.failed:
         raise SyncError(
             "\n".join(t.message for t in report.failed),
@@ -39,7 +44,12 @@ def sync_command(
 
 
 def run_sync(
-    from_: str, policy: Path, store: Path, keyfile: Path | None, batch_rows: int = 500_000
+    from_: str,
+    policy: Path,
+    store: Path,
+    keyfile: Path | None,
+    batch_rows: int = 500_000,
+    metrics: Path | None = None,
 ) -> SyncReport:
     keys = load_keys(keyfile)
     with sync_progress() as progress:
@@ -47,7 +57,21 @@ def run_sync(
             parse_dsn(from_), policy, store, keys, progress=progress, batch_rows=batch_rows
         )
     sync_summary(report, keys.source)
+    if not report.failed:
+        refresh(store, keys, metrics)
     return report
+
+
+def refresh(store: Path, keys: Keys, metrics: Path | None) -> None:
+    """Rebuild the KPI rollups after a sync; a store the metrics do not fit keeps none."""
+    started = time.perf_counter()
+    try:
+        with Store(store, keys) as s:
+            built = refresh_rollups(s, load_metrics(metrics))
+    except UsageError as exc:
+        console.print(f"[yellow]note[/] KPI rollups not refreshed: {exc.message}")
+        return
+    console.print(f"{len(built)} KPI rollups refreshed in {time.perf_counter() - started:.1f} s.")
 
 
 __all__ = ["console", "sync_command"]

@@ -1,0 +1,166 @@
+"""`vigie kpi ...`: list, show and chart the declared KPIs (small cells suppressed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from vigie.cli.render import console
+from vigie.errors import UsageError
+from vigie.keys import load_keys
+from vigie.kpi.engine import KpiResult, default_range, refresh_rollups, run_kpi
+from vigie.kpi.load import load_metrics
+from vigie.kpi.model import Metrics
+from vigie.kpi.query import KpiQuery
+from vigie.stores.duckdb_store import Store
+
+app = typer.Typer(help="Declared KPIs over the store, with small-cell suppression.")
+
+StoreOpt = Annotated[Path, typer.Option("--store", help="The store file.")]
+KeyfileOpt = Annotated[Path | None, typer.Option(help="Keyfile (else VIGIE_KEYFILE, ...).")]
+MetricsOpt = Annotated[Path | None, typer.Option(help="A metrics file adding to the shipped one.")]
+By = Annotated[str, typer.Option("--by", help="Dimensions, comma-separated.")]
+From = Annotated[str | None, typer.Option("--from", help="Start (YYYY-MM-DD[ HH:MM]).")]
+To = Annotated[str | None, typer.Option("--to", help="End, exclusive.")]
+GrainOpt = Annotated[str, typer.Option(help="hour, day, week or month.")]
+Where = Annotated[list[str] | None, typer.Option("--where", help="DIM=VALUE (repeatable).")]
+MinUsers = Annotated[int | None, typer.Option(help="Raise k, the users a cell needs.")]
+
+
+@app.command("list")
+def list_kpis(metrics: MetricsOpt = None) -> None:
+    """List the KPIs with their one-line definitions."""
+    m = load_metrics(metrics)
+    table = Table(title=f"KPIs (cells under {m.min_users} users are suppressed)")
+    for col in ("kpi", "fact", "dimensions", "definition"):
+        table.add_column(col)
+    for kpi in m.kpis.values():
+        table.add_row(kpi.name, kpi.fact.name, ", ".join(kpi.fact.dimensions), kpi.description)
+    console.print(table)
+
+
+def _query(name: str, by: str, from_: str | None, to: str | None, grain: str,
+           where: list[str] | None) -> KpiQuery:  # fmt: skip
+    if grain not in ("hour", "day", "week", "month"):
+        raise UsageError(f"--grain must be hour, day, week or month, got '{grain}'.")
+    pairs = []
+    for item in where or []:
+        dim, sep, value = item.partition("=")
+        if not sep or not dim:
+            raise UsageError(f"--where takes DIM=VALUE, got '{item}'.")
+        pairs.append((dim.strip(), value.strip()))
+    dims = tuple(d.strip() for d in by.split(",") if d.strip())
+    return KpiQuery(name, dims, tuple(pairs), _time(from_, "--from"), _time(to, "--to"),
+                    grain)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} '{text}' is not a date (YYYY-MM-DD[ HH:MM]).") from None
+
+
+def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -> KpiResult:
+    with Store(store, load_keys(keyfile)) as s:
+        return run_kpi(s, metrics, default_range(s, metrics, query))
+
+
+@app.command()
+def show(
+    name: str,
+    store: StoreOpt,
+    keyfile: KeyfileOpt = None,
+    by: By = "",
+    from_: From = None,
+    to: To = None,
+    grain: GrainOpt = "day",
+    where: Where = None,
+    format: Annotated[str, typer.Option(help="table, csv or json.")] = "table",
+    metrics: MetricsOpt = None,
+    min_users: MinUsers = None,
+) -> None:
+    """Show a KPI by dimensions over time (default: the last 7 days of data)."""
+    if format not in ("table", "csv", "json"):
+        raise UsageError(f"--format must be table, csv or json, got '{format}'.")
+    m = load_metrics(metrics, min_users=min_users)
+    result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where))
+    render_result(result, m.kpis[name].description, format)
+
+
+@app.command()
+def chart(
+    name: str,
+    store: StoreOpt,
+    out: Annotated[Path, typer.Option(help="PNG or SVG file to write.")],
+    keyfile: KeyfileOpt = None,
+    by: By = "",
+    from_: From = None,
+    to: To = None,
+    grain: GrainOpt = "day",
+    where: Where = None,
+    metrics: MetricsOpt = None,
+    min_users: MinUsers = None,
+) -> None:
+    """Write a line chart of a KPI over time, one line per dimension value."""
+    from vigie.kpi.chart import write_chart
+
+    m = load_metrics(metrics, min_users=min_users)
+    result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where))
+    console.print(f"Chart written to {write_chart(result, m.kpis[name].description, out)}")
+
+
+@app.command()
+def refresh(store: StoreOpt, keyfile: KeyfileOpt = None, metrics: MetricsOpt = None) -> None:
+    """Rebuild the daily rollups (vigie sync does it after each run)."""
+    m = load_metrics(metrics)
+    with Store(store, load_keys(keyfile)) as s:
+        timings = refresh_rollups(s, m)
+    console.print(f"{len(timings)} rollups rebuilt in {sum(timings.values()):.1f} s.")
+
+
+def render_result(result: KpiResult, description: str, format: str) -> None:
+    dims = list(result.query.by)
+    rows = [
+        [c.period.isoformat(sep=" ")[: 16 if result.query.grain == "hour" else 10]]
+        + [("(all)" if c.is_total else ("" if d is None else str(d))) for d in c.dims]
+        + [None if c.shown is None else round(c.shown, 6)]
+        for c in result.cells
+    ]
+    if format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["period", *dims, result.query.kpi])
+        writer.writerows([[("" if v is None else v) for v in r] for r in rows])  # suppressed: empty
+        return
+    if format == "json":
+        keys = ["period", *dims, "value"]
+        out = [dict(zip(keys, r, strict=True)) | {"suppressed": c.suppressed}
+               for r, c in zip(rows, result.cells, strict=True)]  # fmt: skip
+        typer.echo(json.dumps({"kpi": result.query.kpi, "k": result.k, "cells": out}, indent=2))
+        return
+    source = f"rollup {result.rollup}" if result.rollup else "store tables"
+    table = Table(title=f"{result.query.kpi}: {description}", caption=f"from {source}, "
+                  f"{result.seconds * 1000:.0f} ms; <{result.k}: suppressed")  # fmt: skip
+    for col in ["period", *dims, "value"]:
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for r, c in zip(rows, result.cells, strict=True):
+        value = f"<{result.k}" if c.suppressed else _fmt(r[-1])
+        style = "bold" if c.is_total else None
+        table.add_row(*[str(v) for v in r[:-1]], value, style=style)
+    console.print(table)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    assert isinstance(value, float)
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:,.1f}"

@@ -1,0 +1,166 @@
+"""Answer a KPI query on the store: from a fresh rollup when one fits, else from the
+tables; either way the same cells, then small-cell suppression."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+
+from vigie.errors import UsageError
+from vigie.kpi.model import Metrics, ShareWithin
+from vigie.kpi.query import KpiQuery, compile_query, population_sql, q, validate
+from vigie.kpi.suppress import Cell, suppress
+from vigie.stores.duckdb_store import META, Store
+
+ROLLUPS = "_vigie_kpi"
+
+
+@dataclass(frozen=True)
+class KpiResult:
+    query: KpiQuery
+    cells: list[Cell]
+    k: int
+    rollup: str | None  # the rollup table that answered, if any
+    seconds: float
+
+
+def run_kpi(
+    store: Store, metrics: Metrics, query: KpiQuery, *, use_rollups: bool = True
+) -> KpiResult:
+    started = time.perf_counter()
+    validate(metrics, query)
+    if query.where:
+        _refuse_narrowing(store, metrics, query)
+    rollup = find_rollup(store, metrics, query) if use_rollups else None
+    if rollup:
+        cols = ", ".join(["period", *(q(d) for d in query.by), "is_total", "value", "users"])
+        conds, params = [], []
+        if query.start:
+            conds.append("period >= ?")
+            params.append(query.start)
+        if query.end:
+            conds.append("period < ?")
+            params.append(query.end)
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        order = ", ".join(["period", "is_total", *(q(d) for d in query.by)])
+        rows = store.rows(
+            f"SELECT {cols} FROM {ROLLUPS}.{q(rollup)}{where} ORDER BY {order}", params
+        )
+    else:
+        compiled = compile_query(metrics, query)
+        rows = store.rows(compiled.sql, compiled.params)
+    cells = [_cell(row, len(query.by)) for row in rows]
+    return KpiResult(query, suppress(cells, metrics.min_users), metrics.min_users, rollup,
+                     time.perf_counter() - started)  # fmt: skip
+
+
+def _cell(row: tuple[object, ...], n: int) -> Cell:
+    period, *rest = row
+    dims, (is_total, value, users) = tuple(rest[:n]), rest[n:]
+    assert isinstance(period, datetime)
+    v = None if value is None else float(value)  # type: ignore[arg-type]
+    return Cell(period, dims, bool(is_total), v, int(users or 0))  # type: ignore[call-overload]
+
+
+def _refuse_narrowing(store: Store, metrics: Metrics, query: KpiQuery) -> None:
+    """Filters that leave fewer than k users are refused: no answer, not even suppressed."""
+    sql, params = population_sql(metrics, query)
+    (users,) = store.rows(sql, params)[0]
+    if int(users) < metrics.min_users:
+        shown = ", ".join(f"{k}={v}" for k, v in query.where)
+        raise UsageError(
+            f"The filters {shown} narrow KPI '{query.kpi}' to fewer than {metrics.min_users} "
+            "users; refused so that nobody can be singled out.",
+            hint="Widen the filters or the time range.",
+        )
+
+
+def rollup_name(kpi: str, dims: tuple[str, ...]) -> str:
+    return f"{kpi}__{'__'.join(dims) or 'all'}"
+
+
+def find_rollup(store: Store, metrics: Metrics, query: KpiQuery) -> str | None:
+    """A fresh day-grain rollup of exactly these dimensions, for an unfiltered query on
+    whole days; else None."""
+    if query.grain != "day" or query.where:
+        return None
+    for bound in (query.start, query.end):
+        if bound is not None and bound != bound.replace(hour=0, minute=0, second=0, microsecond=0):
+            return None
+    kpi = metrics.kpis[query.kpi]
+    for dims in kpi.fact.rollups:
+        if set(dims) == set(query.by):
+            name = rollup_name(kpi.name, dims)
+            return name if _fresh(store, name) else None
+    return None
+
+
+def _fresh(store: Store, name: str) -> bool:
+    rows = store.rows(
+        f"SELECT r.run_id = (SELECT MAX(run_id) FROM {META}.runs) FROM {ROLLUPS}.registry r "
+        "WHERE r.name = ?",
+        [name],
+    ) if _has_registry(store) else []  # fmt: skip
+    return bool(rows and rows[0][0])
+
+
+def _has_registry(store: Store) -> bool:
+    return bool(store.rows(
+        "SELECT 1 FROM information_schema.tables WHERE table_catalog = 'store' "
+        f"AND table_schema = '{ROLLUPS}' AND table_name = 'registry'"
+    ))  # fmt: skip
+
+
+def refresh_rollups(store: Store, metrics: Metrics) -> dict[str, float]:
+    """Rebuild every declared rollup from the store's tables; returns seconds per rollup."""
+    (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
+    store.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUPS}")
+    store.con.execute(
+        f"CREATE TABLE IF NOT EXISTS {ROLLUPS}.registry (name VARCHAR PRIMARY KEY, "
+        "kpi VARCHAR, dims VARCHAR, run_id INTEGER, built_at TIMESTAMP, seconds DOUBLE)"
+    )
+    timings = {}
+    for kpi in metrics.kpis.values():
+        for dims in kpi.fact.rollups:
+            if isinstance(kpi.measure, ShareWithin) and kpi.measure.across not in dims:
+                continue
+            name = rollup_name(kpi.name, dims)
+            started = time.perf_counter()
+            compiled = compile_query(metrics, KpiQuery(kpi.name, dims, grain="day"))
+            with store.transaction() as con:
+                try:
+                    con.execute(f"CREATE OR REPLACE TABLE {ROLLUPS}.{q(name)} AS {compiled.sql}")
+                except duckdb.Error as exc:
+                    raise UsageError(
+                        f"Rollup {name} cannot be built: {str(exc).splitlines()[0]}",
+                        hint=f"Does the store hold the tables fact '{kpi.fact.name}' reads?",
+                    ) from None
+                seconds = time.perf_counter() - started
+                con.execute(
+                    f"INSERT OR REPLACE INTO {ROLLUPS}.registry VALUES (?, ?, ?, ?, now(), ?)",
+                    [name, kpi.name, ",".join(dims), run_id, seconds],
+                )
+            timings[name] = seconds
+    return timings
+
+
+def default_range(store: Store, metrics: Metrics, query: KpiQuery, days: int = 7) -> KpiQuery:
+    """Without --from/--to: the last ``days`` days up to the fact's latest data."""
+    if query.start and query.end:
+        return query
+    kpi = validate(metrics, query)
+    sql = f"WITH fact AS ({kpi.fact.sql}) SELECT MAX({q(kpi.fact.time)}) FROM fact"
+    (latest,) = store.rows(sql)[0]
+    if latest is None:
+        raise UsageError(
+            f"The store holds no data for KPI '{kpi.name}' yet.", hint="Run vigie sync."
+        )
+
+    end = query.end or (
+        latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    )
+    start = query.start or end - timedelta(days=days)
+    return KpiQuery(query.kpi, query.by, query.where, start, end, query.grain)
