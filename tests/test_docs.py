@@ -13,6 +13,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 COMMANDS = [
     ["fleet", "generate"], ["fleet", "tick"], ["fleet", "show"], ["fleet", "checksum"],
     ["policy", "check"], ["policy", "suggest"], ["keys", "init"], ["sync"], ["demo"],
+    ["kpi", "list"], ["kpi", "show"], ["kpi", "chart"], ["kpi", "refresh"],
 ]  # fmt: skip
 
 
@@ -39,3 +40,10 @@ def test_readme_commands_are_the_makefile_targets():
     readme = (root / "README.md").read_text().splitlines()
     assert readme[3].startswith("make demo") and readme[4].startswith("make test")
     assert "make test" in (root / ".ci" / "run").read_text()
+
+
+def test_every_shipped_kpi_is_documented():
+    from vigie.kpi.load import load_metrics
+
+    text = (DOCS / "kpi.md").read_text()
+    assert all(f"`{name}`" in text for name in load_metrics().kpis)

@@ -39,7 +39,8 @@ def list_kpis(metrics: MetricsOpt = None) -> None:
     """List the KPIs with their one-line definitions."""
     m = load_metrics(metrics)
     table = Table(title=f"KPIs (cells under {m.min_users} users are suppressed)")
-    for col in ("kpi", "fact", "dimensions", "definition"):
+    table.add_column("kpi", no_wrap=True)
+    for col in ("fact", "dimensions", "definition"):
         table.add_column(col)
     for kpi in m.kpis.values():
         table.add_row(kpi.name, kpi.fact.name, ", ".join(kpi.fact.dimensions), kpi.description)

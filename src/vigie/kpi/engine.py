@@ -115,36 +115,56 @@ def _has_registry(store: Store) -> bool:
 
 
 def refresh_rollups(store: Store, metrics: Metrics) -> dict[str, float]:
-    """Rebuild every declared rollup from the store's tables; returns seconds per rollup."""
+    """Rebuild every declared rollup from the store's tables; returns seconds per rollup.
+    Each fact is computed once (a temporary table), then every KPI x dimension set."""
     (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
     store.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUPS}")
     store.con.execute(
         f"CREATE TABLE IF NOT EXISTS {ROLLUPS}.registry (name VARCHAR PRIMARY KEY, "
         "kpi VARCHAR, dims VARCHAR, run_id INTEGER, built_at TIMESTAMP, seconds DOUBLE)"
     )
-    timings = {}
-    for kpi in metrics.kpis.values():
-        for dims in kpi.fact.rollups:
-            if isinstance(kpi.measure, ShareWithin) and kpi.measure.across not in dims:
-                continue
-            name = rollup_name(kpi.name, dims)
-            started = time.perf_counter()
-            compiled = compile_query(metrics, KpiQuery(kpi.name, dims, grain="day"))
-            with store.transaction() as con:
-                try:
-                    con.execute(f"CREATE OR REPLACE TABLE {ROLLUPS}.{q(name)} AS {compiled.sql}")
-                except duckdb.Error as exc:
-                    raise UsageError(
-                        f"Rollup {name} cannot be built: {str(exc).splitlines()[0]}",
-                        hint=f"Does the store hold the tables fact '{kpi.fact.name}' reads?",
-                    ) from None
-                seconds = time.perf_counter() - started
-                con.execute(
-                    f"INSERT OR REPLACE INTO {ROLLUPS}.registry VALUES (?, ?, ?, ?, now(), ?)",
-                    [name, kpi.name, ",".join(dims), run_id, seconds],
-                )
-            timings[name] = seconds
+    timings: dict[str, float] = {}
+    for fact in metrics.facts.values():
+        kpis = [k for k in metrics.kpis.values() if k.fact.name == fact.name]
+        if not kpis or not fact.rollups:
+            continue
+        temp = f"vigie_fact_{fact.name}"
+        _build(store, f"CREATE OR REPLACE TEMP TABLE {temp} AS {fact.sql}", f"fact {fact.name}")
+        try:
+            for kpi in kpis:
+                for dims in fact.rollups:
+                    if isinstance(kpi.measure, ShareWithin) and kpi.measure.across not in dims:
+                        continue
+                    name = rollup_name(kpi.name, dims)
+                    timings[name] = _build_rollup(store, metrics, kpi.name, dims, temp, run_id)
+        finally:
+            store.con.execute(f"DROP TABLE IF EXISTS {temp}")
     return timings
+
+
+def _build_rollup(store: Store, metrics: Metrics, kpi: str, dims: tuple[str, ...], source: str,
+                  run_id: int) -> float:  # fmt: skip
+    started = time.perf_counter()
+    name = rollup_name(kpi, dims)
+    compiled = compile_query(metrics, KpiQuery(kpi, dims, grain="day"), source=source)
+    with store.transaction() as con:
+        _build(store, f"CREATE OR REPLACE TABLE {ROLLUPS}.{q(name)} AS {compiled.sql}", name)
+        seconds = time.perf_counter() - started
+        con.execute(
+            f"INSERT OR REPLACE INTO {ROLLUPS}.registry VALUES (?, ?, ?, ?, now(), ?)",
+            [name, kpi, ",".join(dims), run_id, seconds],
+        )
+    return seconds
+
+
+def _build(store: Store, sql: str, what: str) -> None:
+    try:
+        store.con.execute(sql)
+    except duckdb.Error as exc:
+        raise UsageError(
+            f"Rollup {what} cannot be built: {str(exc).splitlines()[0]}",
+            hint="Does the store hold the tables the metrics' facts read?",
+        ) from None
 
 
 def default_range(store: Store, metrics: Metrics, query: KpiQuery, days: int = 7) -> KpiQuery:

@@ -37,7 +37,8 @@ class MetricsError(PolicyError):
 
 
 def load_metrics(user_file: Path | None = None, *, min_users: int | None = None) -> Metrics:
-    """The shipped metrics, extended or overridden by ``user_file``."""
+    """The shipped metrics, extended or overridden by ``user_file``; k (``min_users``) is
+    10 unless the files' settings or the caller set it, never below 5."""
     facts: dict[str, Fact] = {}
     kpis: dict[str, Kpi] = {}
     k = DEFAULT_MIN_USERS
@@ -56,11 +57,14 @@ def load_metrics(user_file: Path | None = None, *, min_users: int | None = None)
             )
         facts.update(v.facts)
         kpis.update(v.kpis)
-        k = max(k, v.min_users or k) if path != SHIPPED else (v.min_users or k)
+        k = v.min_users or k
     if min_users is not None:
-        k = max(k, min_users)
-    if k < MIN_USERS_FLOOR:
-        raise MetricsError(f"min_users must be at least {MIN_USERS_FLOOR}, got {k}.")
+        if min_users < MIN_USERS_FLOOR:
+            raise MetricsError(
+                f"min_users must be at least {MIN_USERS_FLOOR}, got {min_users}.",
+                hint="Below 5 users a cell can single people out; vigie does not go lower.",
+            )
+        k = min_users
     return Metrics(facts, kpis, k, tuple(str(f) for f in files))
 
 

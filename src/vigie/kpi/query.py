@@ -79,22 +79,24 @@ def validate(metrics: Metrics, query: KpiQuery) -> Kpi:
     return kpi
 
 
-def compile_query(metrics: Metrics, query: KpiQuery) -> Compiled:
+def compile_query(metrics: Metrics, query: KpiQuery, source: str | None = None) -> Compiled:
+    """SQL for ``query``; ``source`` names a table already holding the fact's rows."""
     kpi = validate(metrics, query)
     fact = kpi.fact
+    fact_sql = f"SELECT * FROM {source}" if source else fact.sql
     conds, params = _conditions(kpi, query)
     where = " AND ".join(conds) or "true"
     period = f"date_trunc('{query.grain}', {q(fact.time)}) AS period"
     users = _users(kpi)
     dims = [q(d) for d in query.by]
     if isinstance(kpi.measure, ShareWithin):
-        sql = _share_within(kpi, kpi.measure, query, period, where, users)
+        sql = _share_within(kpi, kpi.measure, query, period, where, users, fact_sql)
     else:
         value = _measure(kpi.measure)
         select = ", ".join(["period", *dims, _is_total(query.by), f"{value} AS value", users])
         groups = _grouping_sets(query.by)
         sql = (
-            f"WITH fact AS ({fact.sql}), base AS (SELECT *, {period} FROM fact WHERE {where}) "
+            f"WITH fact AS ({fact_sql}), base AS (SELECT *, {period} FROM fact WHERE {where}) "
             f"SELECT {select} FROM base GROUP BY {groups}"
         )
     order = ", ".join(["period", "is_total", *dims])
@@ -169,7 +171,7 @@ def _measure(m: Measure) -> str:
 
 
 def _share_within(
-    kpi: Kpi, m: ShareWithin, query: KpiQuery, period: str, where: str, users: str
+    kpi: Kpi, m: ShareWithin, query: KpiQuery, period: str, where: str, users: str, fact_sql: str
 ) -> str:
     """Each cell's measure over the same measure for all values of ``m.across``."""
     others = [d for d in query.by if d != m.across]
@@ -179,7 +181,7 @@ def _share_within(
                                                   for d in others)])  # fmt: skip
     dims = ", ".join(f"c.{q(d)}" for d in query.by)
     return (
-        f"WITH fact AS ({kpi.fact.sql}), base AS (SELECT *, {period} FROM fact WHERE {where}), "
+        f"WITH fact AS ({fact_sql}), base AS (SELECT *, {period} FROM fact WHERE {where}), "
         f"cells AS (SELECT period, {', '.join(q(d) for d in query.by)}, "
         f"GROUPING({q(m.across)}) AS whole, {_simple(m.measure)} AS n, {users} FROM base "
         f"GROUP BY GROUPING SETS (({cell_set}), ({whole_set}))) "
