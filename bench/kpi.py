@@ -84,11 +84,7 @@ def main() -> None:
         print(f"{len(built)} rollups rebuilt in {results['rollup_refresh_seconds']} s")
         rows = []
         for kpi in metrics.kpis.values():
-            dims = (
-                ["provider", "country"]
-                if kpi.fact.name == "integrations"
-                else ["firmware", "model"]
-            )
+            dims = ["provider"] if kpi.fact.name == "integrations" else ["firmware", "model"]
             if kpi.name == "firmware_adoption":
                 dims = ["firmware"]
             start = START if kpi.fact.name == "events" else ACT_START

@@ -32,7 +32,7 @@ class Reconciler:
         counts differ are they compared per bucket, and only differing buckets re-read."""
         self.cascade()
         (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
-        if self.t.source.row_count(self.t.c.source) == stored:
+        if self.t.production_count(self.t.c.source) == stored:
             return
         prod = self.t.source.bucket_counts(self.t.c.source, self.t.width)
         store = dict(

@@ -14,6 +14,7 @@ from vigie.policy.hmac_engine import ENGINE, self_test
 from vigie.policy.load import load_policy
 from vigie.sources import open_source
 from vigie.stores.duckdb_store import META, Store
+from vigie.sync.counts import ProductionCounts
 from vigie.sync.plan import make_plan
 from vigie.sync.table import Progress, TableResult, TableSync
 
@@ -60,18 +61,23 @@ def sync(
             now = datetime.now(UTC).replace(tzinfo=None)
             run_id = _begin_run(store, dsn, policy.digest, now)
             report = SyncReport(run_id, str(dsn), store_path, now, unlisted=plan.unlisted)
-            for compiled in plan.tables:
-                cascades = plan.cascades.get(compiled.policy.name, ())
-                table = TableSync(
-                    store, source, compiled, keys, run_id, now, progress, batch_rows, cascades
-                )
-                try:
-                    result = table.run()
-                except ScanHit as exc:
-                    result = table.result
-                    result.status, result.message = "stopped", str(exc)
-                _record_table(store, run_id, result)
-                report.tables.append(result)
+            counts = ProductionCounts(source, [c.source for c in plan.tables])
+            try:
+                for compiled in plan.tables:
+                    cascades = plan.cascades.get(compiled.policy.name, ())
+                    table = TableSync(
+                        store, source, compiled, keys, run_id, now, progress, batch_rows,
+                        cascades, counts.count,
+                    )  # fmt: skip
+                    try:
+                        result = table.run()
+                    except ScanHit as exc:
+                        result = table.result
+                        result.status, result.message = "stopped", str(exc)
+                    _record_table(store, run_id, result)
+                    report.tables.append(result)
+            finally:
+                counts.close()
             report.seconds = time.perf_counter() - started
             _end_run(store, run_id, report)
             return report

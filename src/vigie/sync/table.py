@@ -36,7 +36,7 @@ from vigie.pipeline import fan_in, prefetch
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked, mask
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
-from vigie.sources.base import CursorValue, Filter, KeyRange, Source
+from vigie.sources.base import CursorValue, Filter, KeyRange, Source, SourceTable
 from vigie.stores.duckdb_store import META, Store, q
 from vigie.sync.deletes import Reconciler
 
@@ -95,6 +95,7 @@ class TableSync:
         progress: Progress | None = None,
         batch_rows: int = 500_000,
         cascades: tuple[tuple[str, str, str], ...] = (),
+        production_count: Callable[[SourceTable], int] | None = None,
     ) -> None:
         self.store, self.source, self.c = store, source, compiled
         self.keys, self.run_id, self.run_time = keys, run_id, run_time
@@ -106,6 +107,7 @@ class TableSync:
         self.width = compiled.bucket_width
         self.chunks: list[Chunk] = []
         self.cascades = cascades  # (column, parent table, parent key column)
+        self.production_count = production_count or source.row_count
 
     # -- entry -----------------------------------------------------------------------------
 
