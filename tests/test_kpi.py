@@ -280,7 +280,8 @@ def test_bad_metric_files_give_lines(tmp_path):
     text = info.value.message
     assert "m.yaml:2:23: min_users must be a whole number of at least 5" in text
     assert (
-        "m.yaml:5:11: KPI 'x' needs a known fact; one of: activation_outcomes, activations, events, integrations" in text
+        "m.yaml:5:11: KPI 'x' needs a known fact; one of: activation_outcomes, activations, events, integrations"
+        in text
     )
     assert "m.yaml:10:14: KPI 'y': unknown measure ['median']" in text
     with pytest.raises(PolicyError, match="min_users must be at least 5"):
