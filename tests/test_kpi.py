@@ -149,18 +149,20 @@ def test_activation_kpis(fleet):
           {(d,): n for d, n, *_ in rows})  # fmt: skip
     close(shown(answer(fleet, "activation_to_first_connection", start=start, rollups=False)),
           {(d,): ok / n for d, n, ok, *_ in rows})  # fmt: skip
-    old = datetime(2026, 9, 1)
-    old_rows = prod(
-        dsn,
-        """
-        WITH last AS (SELECT device_id, MAX(ts) AS ts FROM connection_events GROUP BY device_id)
-        SELECT substr(d.activated_at, 1, 10), COUNT(*),
-               SUM(COALESCE(last.ts >= datetime(d.activated_at, '+7 days'), 0))
-        FROM devices d LEFT JOIN last ON last.device_id = d.id
-        WHERE d.activated_at >= '2026-09-01' AND d.activated_at < '2026-09-20' GROUP BY 1""",
-    )
-    close(shown(answer(fleet, "retention_d7", start=old, end=datetime(2026, 9, 20), rollups=False)),
-          {(d,): a / n for d, n, a in old_rows})  # fmt: skip
+    for days, start_, end_ in ((7, datetime(2026, 9, 1), datetime(2026, 9, 20)),
+                               (30, datetime(2026, 8, 1), datetime(2026, 8, 25))):  # fmt: skip
+        rows = prod(
+            dsn,
+            f"""
+            WITH last AS (SELECT device_id, MAX(ts) AS ts FROM connection_events GROUP BY device_id)
+            SELECT substr(d.activated_at, 1, 10), COUNT(*),
+                   SUM(COALESCE(last.ts >= datetime(d.activated_at, '+{days} days'), 0))
+            FROM devices d LEFT JOIN last ON last.device_id = d.id
+            WHERE d.activated_at >= '{start_:%Y-%m-%d}' AND d.activated_at < '{end_:%Y-%m-%d}'
+            GROUP BY 1""",
+        )
+        result = answer(fleet, f"retention_d{days}", start=start_, end=end_, rollups=False)
+        close(shown(result), {(d,): a / n for d, n, a in rows})
 
 
 def test_integrations_linked_by_provider(fleet):
