@@ -148,9 +148,9 @@ def render_result(result: KpiResult, description: str, format: str) -> None:
                for r, c in zip(rows, result.cells, strict=True)]  # fmt: skip
         typer.echo(json.dumps({"kpi": result.query.kpi, "k": result.k, "cells": out}, indent=2))
         return
-    source = f"rollup {result.rollup}" if result.rollup else "store tables"
-    table = Table(title=f"{result.query.kpi}: {description}", caption=f"from {source}, "
-                  f"{result.seconds * 1000:.0f} ms; <{result.k}: suppressed")  # fmt: skip
+    source = "daily rollup" if result.rollup else "store tables"
+    caption = f"from {source} in {result.seconds * 1000:.0f} ms; <{result.k}: suppressed"
+    table = Table(title=f"{result.query.kpi}: {description}")
     for col in ["period", *dims, "value"]:
         table.add_column(col, justify="right" if col == "value" else "left")
     for r, c in zip(rows, result.cells, strict=True):
@@ -158,6 +158,7 @@ def render_result(result: KpiResult, description: str, format: str) -> None:
         style = "bold" if c.is_total else None
         table.add_row(*[str(v) for v in r[:-1]], value, style=style)
     console.print(table)
+    console.print(f"[dim]{caption}[/]")
 
 
 def _fmt(value: object) -> str:
