@@ -21,7 +21,7 @@ from vigie.fleet.tick import TickReport
 from vigie.policy.model import Policy
 from vigie.sync.run import SyncReport
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # long paths stay whole (and greppable)
 
 
 @contextmanager
