@@ -51,7 +51,10 @@ class DuckSource:
 
     def __init__(self, dsn: Dsn) -> None:
         self.dsn = dsn
-        self.con = duckdb.connect(config={"threads": 2})
+        # One thread: each query here is one server-side scan, and a sync runs two readers
+        # beside the masking and the store's writer on the same cores (measured: 2 -> 1
+        # thread per reader took a full load of 37.8M events from 70 s to 58 s).
+        self.con = duckdb.connect(config={"threads": 1})
         self.con.execute("SET enable_progress_bar = false")
         self.pg = dsn.engine == "postgresql"
         load_extension(self.con, "postgres" if self.pg else "mysql")
