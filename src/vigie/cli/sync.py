@@ -31,11 +31,14 @@ def sync_command(
         int, typer.Option(help="Rows per batch (memory vs. overhead).")
     ] = 500_000,
     metrics: Annotated[Path | None, typer.Option(help="Metrics file for the rollups.")] = None,
+    rollups: Annotated[
+        bool, typer.Option(help="Rebuild the KPI rollups after the sync (else: vigie kpi refresh).")
+    ] = True,
 ) -> None:
     """Copy production into the encrypted store under the policy (incremental after the first)."""
     if batch_rows < 1:
         raise UsageError(f"--batch-rows must be at least 1, got {batch_rows}.")
-    report = run_sync(from_, policy, store, keyfile, batch_rows, metrics)
+    report = run_sync(from_, policy, store, keyfile, batch_rows, metrics, rollups)
     if report.failed:
         raise SyncError(
             "\n".join(t.message for t in report.failed),
@@ -50,6 +53,7 @@ def run_sync(
     keyfile: Path | None,
     batch_rows: int = 500_000,
     metrics: Path | None = None,
+    rollups: bool = True,
 ) -> SyncReport:
     keys = load_keys(keyfile)
     with sync_progress() as progress:
@@ -57,7 +61,7 @@ def run_sync(
             parse_dsn(from_), policy, store, keys, progress=progress, batch_rows=batch_rows
         )
     sync_summary(report, keys.source)
-    if not report.failed:
+    if rollups and not report.failed:
         refresh(store, keys, metrics)
     return report
 
