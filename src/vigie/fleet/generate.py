@@ -232,7 +232,7 @@ class FleetGenerator:
 
     def connection_events(self, first_id: int = 1) -> Iterator[pa.Table]:
         """One table per hour of the window, ids growing with time."""
-        s, d = self.spec, self.devices
+        s = self.spec
         next_id = first_id
         for hour in range(s.days * 24):
             t0 = s.start + hour * HOUR
@@ -240,7 +240,6 @@ class FleetGenerator:
             if table.num_rows:
                 next_id += table.num_rows
                 yield table
-        del d
 
     def events_between(
         self, t0: int, t1: int, first_id: int, rng: np.random.Generator, rate: float = 1.0

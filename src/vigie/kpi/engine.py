@@ -99,11 +99,14 @@ def find_rollup(store: Store, metrics: Metrics, query: KpiQuery) -> str | None:
 
 
 def _fresh(store: Store, name: str) -> bool:
+    """Built after the store's latest sync run."""
+    if not _has_registry(store):
+        return False
     rows = store.rows(
         f"SELECT r.run_id = (SELECT MAX(run_id) FROM {META}.runs) FROM {ROLLUPS}.registry r "
         "WHERE r.name = ?",
         [name],
-    ) if _has_registry(store) else []  # fmt: skip
+    )
     return bool(rows and rows[0][0])
 
 

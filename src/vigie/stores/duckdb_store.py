@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from vigie.errors import KeyfileError, StoreError
 from vigie.keys import Keys
@@ -178,9 +177,6 @@ class Store:
                 "AND table_schema = 'main' ORDER BY 1"
             )
         ]
-
-    def arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return self.con.execute(sql, params or []).to_arrow_table()
 
 
 def _sql_str(text: str) -> str:
