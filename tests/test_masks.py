@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 
 import polars as pl
@@ -9,7 +10,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigie.policy.generalize import buckets, ip_prefix
+from vigie.policy.generalize import _ip_prefix_polars, buckets, ip_prefix
 from vigie.policy.hmac_engine import pseudonyms, reference, self_test
 
 KEY = "5f" * 32
@@ -62,6 +63,41 @@ def test_ip_prefix_generalizes_v4_and_v6_and_nulls_garbage():
         "76.63.132.0/24", "10.0.0.0/24", "2601:ab:cd00::/48", "2601:0db8:85a3::/48",
         "0:0:0::/48", "fe80:0:0::/48", None, None, None, None,
     ]  # fmt: skip
+
+
+def _prefix48(text: str) -> str | None:
+    """The reference: Python's parser decides validity; the first three groups as written."""
+    if "." in text or "%" in text:
+        return None
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    head, _, tail = text.lower().partition("::")
+    left = [g for g in head.split(":") if g]
+    right = [g for g in tail.split(":") if g]
+    return ":".join((left + ["0"] * (8 - len(left) - len(right)) + right)[:3]) + "::/48"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 2**128 - 1).map(lambda v: str(ipaddress.IPv6Address(v))),
+            st.integers(0, 2**128 - 1).map(lambda v: ipaddress.IPv6Address(v).exploded.upper()),
+            st.text(alphabet="0123456789abcdefABCDEF:.", max_size=45),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_ipv6_prefix_matches_pythons_parser(values):
+    six = [v for v in values if ":" in v]
+    assert ip_prefix(pa.array(six, pa.string())).to_pylist() == [_prefix48(v) for v in six]
+    valid = [v for v in values if _prefix48(v) is not None]
+    assert _ip_prefix_polars(pa.array(valid, pa.string())).to_pylist() == [
+        _prefix48(v) for v in valid
+    ]
 
 
 def test_buckets_and_time_truncation():

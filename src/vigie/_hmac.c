@@ -135,6 +135,7 @@ static PyObject *hmac16_utf8(PyObject *self, PyObject *args) {
  * returns the length of "a.b.c." (the prefix kept) or -1. */
 static inline int ipv4_prefix_len(const unsigned char *s, int64_t n) {
     int dots = 0, digits = 0, value = 0, keep = -1;
+    if (n > 15) return -1;
     for (int64_t i = 0; i < n; i++) {
         unsigned char c = s[i];
         if (c >= '0' && c <= '9') {
@@ -153,9 +154,66 @@ static inline int ipv4_prefix_len(const unsigned char *s, int64_t n) {
     return (dots == 3 && digits > 0) ? keep : -1;
 }
 
-/* ipv4_prefix24(offsets, data, wide) -> (offsets: bytes, data: bytes, valid: bytes)
- * "76.63.132.231" -> "76.63.132.0/24"; anything else -> invalid (null); int32 offsets out. */
-static PyObject *ipv4_prefix24(PyObject *self, PyObject *args) {
+static inline int hex_lower(unsigned char c) {
+    if (c >= '0' && c <= '9') return c;
+    if (c >= 'a' && c <= 'f') return c;
+    if (c >= 'A' && c <= 'F') return c + ('a' - 'A');
+    return -1;
+}
+
+/* Parse an IPv6 address in text (hex groups of 1-4 digits, at most one "::", eight groups
+ * in all, no embedded IPv4) and write its first three groups as written (lowercased),
+ * "::" expanded with "0" groups, followed by "::/48". Returns the length written or -1. */
+static inline int ipv6_prefix48(const unsigned char *s, int64_t n, unsigned char *out) {
+    /* groups as (start, length) in s; head before "::", tail after */
+    int64_t gs[8], gl[8];
+    int groups = 0, gap = -1; /* gap: number of groups before "::" */
+    int64_t i = 0;
+    if (n < 2 || n > 39) return -1;
+    if (s[0] == ':') {
+        if (s[1] != ':') return -1;
+        gap = 0;
+        i = 2;
+        if (i == n) goto expand; /* "::" */
+    }
+    for (;;) {
+        int64_t a = i;
+        while (i < n && hex_lower(s[i]) >= 0) i++;
+        if (i == a || i - a > 4 || groups == 8) return -1;
+        gs[groups] = a; gl[groups] = i - a; groups++;
+        if (i == n) break;
+        if (s[i] != ':') return -1;
+        i++;
+        if (i < n && s[i] == ':') {
+            if (gap >= 0) return -1;
+            gap = groups;
+            i++;
+            if (i == n) break;
+        } else if (i == n) {
+            return -1; /* trailing single ':' */
+        }
+    }
+expand:
+    if (gap < 0 && groups != 8) return -1;
+    if (gap >= 0 && groups > 7) return -1;
+    int pos = 0;
+    for (int k = 0; k < 3; k++) {
+        if (k) out[pos++] = ':';
+        int src; /* index into the written groups, or -1 for a zero group of the gap */
+        if (gap < 0 || k < gap) src = k;
+        else if (k < gap + (8 - groups)) src = -1;
+        else src = k - (8 - groups);
+        if (src < 0) { out[pos++] = '0'; continue; }
+        for (int64_t j = 0; j < gl[src]; j++) out[pos++] = (unsigned char)hex_lower(s[gs[src] + j]);
+    }
+    memcpy(out + pos, "::/48", 5);
+    return pos + 5;
+}
+
+/* ip_prefix(offsets, data, wide) -> (offsets: bytes, data: bytes, valid: bytes)
+ * "76.63.132.231" -> "76.63.132.0/24", "2601:0db8:85a3::7334" -> "2601:0db8:85a3::/48";
+ * anything else -> invalid (null). int32 offsets out. */
+static PyObject *ip_prefix(PyObject *self, PyObject *args) {
     Py_buffer offsets, data;
     int wide;
     if (!PyArg_ParseTuple(args, "y*y*p", &offsets, &data, &wide)) return NULL;
@@ -164,7 +222,7 @@ static PyObject *ipv4_prefix24(PyObject *self, PyObject *args) {
     PyObject *out_off = NULL, *out_data = NULL, *out_valid = NULL, *result = NULL;
     if (n < 0) n = 0;
     out_off = PyBytes_FromStringAndSize(NULL, (n + 1) * 4);
-    out_data = PyBytes_FromStringAndSize(NULL, n * 18 + 1);
+    out_data = PyBytes_FromStringAndSize(NULL, n * 20 + 1);
     out_valid = PyBytes_FromStringAndSize(NULL, n);
     if (!out_off || !out_data || !out_valid) goto done;
     int32_t *oo = (int32_t *)PyBytes_AS_STRING(out_off);
@@ -180,15 +238,17 @@ static PyObject *ipv4_prefix24(PyObject *self, PyObject *args) {
         int64_t b = wide ? ((const int64_t *)offsets.buf)[i + 1]
                          : ((const int32_t *)offsets.buf)[i + 1];
         if (a < 0 || b < a || b > data.len) { bad = 1; break; }
-        int keep = (b - a <= 15) ? ipv4_prefix_len(d + a, b - a) : -1;
+        int written = -1;
+        int keep = ipv4_prefix_len(d + a, b - a);
         if (keep > 0) {
             memcpy(od + pos, d + a, (size_t)keep);
             memcpy(od + pos + keep, "0/24", 4);
-            pos += keep + 4;
-            ov[i] = 1;
-        } else {
-            ov[i] = 0;
+            written = keep + 4;
+        } else if (memchr(d + a, ':', (size_t)(b - a))) {
+            written = ipv6_prefix48(d + a, b - a, od + pos);
         }
+        ov[i] = written > 0;
+        if (written > 0) pos += written;
         oo[i + 1] = pos;
     }
     Py_END_ALLOW_THREADS
@@ -204,7 +264,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"ipv4_prefix24", ipv4_prefix24, METH_VARARGS, "IPv4 addresses to their /24 prefix."},
+    {"ip_prefix", ip_prefix, METH_VARARGS, "IPv4 addresses to their /24, IPv6 to their /48."},
     {"hmac16_int64", hmac16_int64, METH_VARARGS, "HMAC-SHA256[:16] of prefix || decimal(v)."},
     {"hmac16_utf8", hmac16_utf8, METH_VARARGS, "HMAC-SHA256[:16] of prefix || s."},
     {NULL, NULL, 0, NULL},

@@ -1,8 +1,9 @@
 """Generalizations over Arrow arrays: time truncation, IP prefixes, number buckets.
 
-IPv4 prefixes are cut in C (``vigie._hmac.ipv4_prefix24``) over the Arrow buffers; the
-IPv6 work (Polars list operations) runs only on the values that hold a colon. A value that
-is not an address becomes null: generalization never lets an unexpected value through.
+IP prefixes (IPv4 /24, IPv6 /48) are cut in C (``vigie._hmac.ip_prefix``) in one pass
+over the Arrow buffers; without the C extension, Polars string operations do the same. A
+value that is not an address becomes null: generalization never lets an unexpected value
+through.
 """
 
 from __future__ import annotations
@@ -40,32 +41,29 @@ def ip_prefix(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.large_string())
-    out = _ipv4(arr)
-    colon = pc.fill_null(pc.match_substring(arr, ":"), False)
-    if pc.any(colon).as_py():
-        where = np.flatnonzero(colon.to_numpy(zero_copy_only=False))
-        six = pl.DataFrame({"ip": _series(arr.take(pa.array(where)))}).select(
-            _ip6_prefix(pl.col("ip"))
-        )
-        out = pc.replace_with_mask(out, colon, six.to_series().to_arrow().cast(out.type))
-    return out
-
-
-def _ipv4(arr: pa.Array) -> pa.Array:
-    if _hmac is None:  # pragma: no cover - without the C extension: one regex pass
-        series = _series(arr)
-        v4 = series.str.replace(_V4, "${1}.0/24")
-        return pl.select(pl.when(v4 != series).then(v4)).to_series().to_arrow().cast(pa.string())
+    if _hmac is None:  # pragma: no cover - without the C extension
+        return _ip_prefix_polars(arr)
     wide = pa.types.is_large_string(arr.type)
     width, n, first = (8 if wide else 4), len(arr), arr.offset
     offsets = memoryview(arr.buffers()[1])[width * first : width * (first + n + 1)]
     data = arr.buffers()[2]
-    out_offsets, out_data, valid = _hmac.ipv4_prefix24(
-        offsets, memoryview(data) if data else b"", wide
+    out_offsets, out_data, valid = _hmac.ip_prefix(offsets, memoryview(data) if data else b"", wide)
+    ok = np.frombuffer(valid, dtype=np.bool_)
+    nulls = None if ok.all() else pa.py_buffer(np.packbits(ok, bitorder="little"))
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(out_offsets), pa.py_buffer(out_data), nulls, int(n - ok.sum())
     )
-    strings = pa.StringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out_data))
-    mask = pa.array(np.frombuffer(valid, dtype=np.bool_))
-    return pc.if_else(mask, strings, pa.scalar(None, pa.string()))
+
+
+def _ip_prefix_polars(arr: pa.Array) -> pa.Array:  # pragma: no cover - fallback
+    series = _series(arr)
+    v4 = series.str.replace(_V4, "${1}.0/24")
+    frame = pl.DataFrame({"ip": series, "v4": v4}).select(
+        pl.when(pl.col("v4") != pl.col("ip"))
+        .then(pl.col("v4"))
+        .otherwise(_ip6_prefix(pl.col("ip")))
+    )
+    return frame.to_series().to_arrow().cast(pa.string())
 
 
 def _ip6_prefix(col: pl.Expr) -> pl.Expr:
@@ -74,9 +72,10 @@ def _ip6_prefix(col: pl.Expr) -> pl.Expr:
     head = parts.list.first().str.split(":").list.eval(pl.element().filter(pl.element() != ""))
     tail = parts.list.get(1, null_on_oob=True).fill_null("").str.split(":")
     tail = tail.list.eval(pl.element().filter(pl.element() != ""))
-    zeros = (8 - head.list.len() - tail.list.len()).clip(lower_bound=0)
+    written = head.list.len().cast(pl.Int64) + tail.list.len().cast(pl.Int64)
+    zeros = (8 - written).clip(lower_bound=0)
     groups = pl.concat_list([head, pl.lit("0").repeat_by(zeros), tail]).list.head(3)
-    is_v6 = lower.str.contains(r"^[0-9a-f:]+$") & (parts.list.len() <= 2)
+    is_v6 = lower.str.contains(r"^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$") & (parts.list.len() <= 2)
     v6 = pl.concat_str([groups.list.join(":"), pl.lit("::/48")])
     return pl.when(is_v6).then(v6).otherwise(pl.lit(None, pl.String))
 
