@@ -41,8 +41,6 @@ from vigie.stores.duckdb_store import META, Store, q
 from vigie.sync.deletes import Reconciler
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
-CHUNK_BUCKETS = 256  # at most 256 buckets of 4096 keys (about 1M rows) in a chunk
-TARGET_CHUNKS = 64
 PARALLEL_READERS = 2
 ROW_GROUP = 122_880
 
@@ -203,14 +201,21 @@ class TableSync:
         self.run_pass(self.load_state(), resumed=False)
 
     def plan_chunks(self) -> list[Chunk]:
-        """About TARGET_CHUNKS key ranges (at most CHUNK_BUCKETS buckets each), read in
-        parallel where the source can; the first and last are open-ended, so rows outside
-        the planned span are read too."""
+        """Key ranges (whole buckets) of about ``batch_rows`` rows each, by the table's
+        estimated key density, so that a chunk is usually read and committed as one batch:
+        the store then appends whole batches instead of a large one and a small remainder.
+        At least PARALLEL_READERS chunks where the table allows it; the first and last are
+        open-ended, so rows outside the planned span are read too."""
         span = self.source.key_span(self.c.source)
         if span is None:
             return [Chunk()]
         lo, hi = span[0] // self.width, span[1] // self.width + 1
-        step = min(CHUNK_BUCKETS, max(1, -(-(hi - lo) // TARGET_CHUNKS)))
+        rows = self.source.estimate_rows(self.c.source) or (span[1] - span[0] + 1)
+        keys_per_row = max(1.0, (span[1] - span[0] + 1) / max(rows, 1))
+        chunks = max(PARALLEL_READERS, round(rows / self.batch_rows))
+        step = max(
+            1, min(round(self.batch_rows * keys_per_row / self.width), -(-(hi - lo) // chunks))
+        )
         edges = list(range(lo, hi, step))[1:]
         bounds = [None, *edges], [*edges, None]
         return [Chunk(a, b) for a, b in zip(*bounds, strict=True)]
@@ -277,7 +282,8 @@ class TableSync:
                 None if chunk.hi is None else chunk.hi * self.width,
             )
             columns = list(self.c.read_columns)
-            for batch in reader.read(self.c.source, columns, where, keys, self.batch_rows):
+            # twice the planned chunk size: a chunk denser than estimated still comes whole
+            for batch in reader.read(self.c.source, columns, where, keys, 2 * self.batch_rows):
                 yield index, batch
             yield index, None
 
