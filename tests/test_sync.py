@@ -104,6 +104,48 @@ def test_deleted_accounts_are_gone_and_their_keys_recorded(pg_dsn, keys, store_p
     assert all(first < deleted for _, first, deleted in recorded)
 
 
+def _deleted_so_far(dsn, table: str) -> int:
+    return int(
+        prod(dsn, f"SELECT n_tup_del FROM pg_stat_user_tables WHERE relname = '{table}'")[0][0]
+    )
+
+
+def _delete_and_wait_for_the_statistics(dsn, table: str, where: str) -> None:
+    """Delete, then wait until PostgreSQL's statistics show it (they lag by up to seconds)."""
+    before = _deleted_so_far(dsn, table)
+    prod_exec(dsn, f"DELETE FROM {table} WHERE {where}", "SELECT pg_stat_force_next_flush()")
+    deadline = time.monotonic() + 15
+    while _deleted_so_far(dsn, table) == before:
+        assert time.monotonic() < deadline, "PostgreSQL never reported the delete"
+        time.sleep(0.1)
+
+
+def test_deletes_explained_by_the_servers_counter_are_not_counted_again(pg_dsn, keys, store_path):
+    """PostgreSQL: a table whose delete counter moved by exactly the rows cascaded is not
+    read again; a direct delete moves it further, and the buckets are then compared."""
+    generate_fleet(pg_dsn, SPEC)
+    first = {t.table: t for t in sync(pg_dsn, EXAMPLE_POLICY, store_path, keys).tables}
+    assert {t.deletes_by for t in first.values()} == {"snapshot"}
+    (device,) = prod(pg_dsn, "SELECT device_id FROM connection_events ORDER BY id LIMIT 1")[0]
+    _delete_and_wait_for_the_statistics(pg_dsn, "devices", f"id = {device}")  # cascades
+    second = {t.table: t for t in sync(pg_dsn, EXAMPLE_POLICY, store_path, keys).tables}
+    events = second["connection_events"]
+    assert events.deleted >= 1 and events.deletes_by == "counter"
+    assert second["devices"].deletes_by == "buckets" and second["devices"].deleted == 1
+    (event,) = prod(pg_dsn, "SELECT MIN(id) FROM connection_events")[0]
+    _delete_and_wait_for_the_statistics(pg_dsn, "connection_events", f"id = {event}")
+    third = {t.table: t for t in sync(pg_dsn, EXAMPLE_POLICY, store_path, keys).tables}
+    assert third["connection_events"].deletes_by == "buckets"
+    assert third["connection_events"].deleted == 1
+    assert third["devices"].deletes_by == "counter" and third["devices"].deleted == 0
+    gone = pseudonym(keys, "connection_event", event)
+    left = {str(v) for (v,) in store_rows(store_path, keys, "SELECT id FROM connection_events")}
+    assert (
+        gone not in left
+        and len(left) == prod(pg_dsn, "SELECT COUNT(*) FROM connection_events")[0][0]
+    )
+
+
 def test_unclassified_column_stops_the_sync_before_anything_is_copied(pg_dsn, keys, store_path):
     generate_fleet(pg_dsn, SPEC)
     sync(pg_dsn, EXAMPLE_POLICY, store_path, keys)

@@ -68,6 +68,16 @@ class KeyRange:
     stop: int | None = None
 
 
+@dataclass(frozen=True)
+class DeleteCounter:
+    """How many rows the server has deleted from a table since ``epoch`` (PostgreSQL's
+    ``n_tup_del``; the epoch names the table's file, the server start and the last
+    statistics reset: when any changes, counters from different epochs do not compare)."""
+
+    epoch: str
+    deleted: int
+
+
 def bucketed(table: SourceTable) -> bool:
     """Whether rows are bucketed by their first key column (an integer)."""
     return bool(table.primary_key) and table.column(table.primary_key[0]).kind == "integer"
@@ -107,6 +117,10 @@ class Source(Protocol):
         """Row count per range of ``width`` values of the first key column (0: all rows)."""
 
     def row_count(self, table: SourceTable) -> int: ...
+    def delete_counters(self) -> dict[str, DeleteCounter]:
+        """The server's running counts of rows deleted per table, where it keeps them.
+        Read before ``snapshot()``: a delete between the two then shows at the next sync."""
+
     def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
         """Single-column foreign keys of ``table``, with their ON DELETE rule."""
 

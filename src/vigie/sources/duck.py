@@ -20,6 +20,7 @@ from vigie.db.dsn import Dsn
 from vigie.errors import ConnectionFailed, SyncError
 from vigie.sources.base import (
     CursorValue,
+    DeleteCounter,
     Filter,
     ForeignKey,
     KeyRange,
@@ -74,6 +75,8 @@ class DuckSource:
         parts.append(f"dbname={d.database}" if self.pg else f"database={d.database}")
         if d.password:
             parts.append(f"password={d.password}")
+        if self.pg:  # a light guest on production: no JIT, no parallel workers per query
+            parts.append("options='-cjit=off -cmax_parallel_workers_per_gather=0'")
         return " ".join(parts).replace("'", "''")
 
     def _attach_options(self) -> str:
@@ -255,6 +258,18 @@ class DuckSource:
 
     def row_count(self, table: SourceTable) -> int:
         return int(self._scalar(f"SELECT COUNT(*) FROM {self.q(table.name)}"))
+
+    def delete_counters(self) -> dict[str, DeleteCounter]:
+        if not self.pg:
+            return {}
+        rows = self._rows(
+            "SELECT s.relname, s.n_tup_del, c.relfilenode::text || '/' || "
+            "pg_postmaster_start_time()::text || '/' || COALESCE(d.stats_reset::text, '') "
+            "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
+            "JOIN pg_stat_database d ON d.datname = current_database() "
+            f"WHERE s.schemaname = '{self.schema}'"
+        )
+        return {str(name): DeleteCounter(str(epoch), int(n)) for name, n, epoch in rows}
 
     def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
         if self.pg:

@@ -19,6 +19,7 @@ from vigie.db.connect import connect
 from vigie.db.dsn import Dsn
 from vigie.sources.base import (
     CursorValue,
+    DeleteCounter,
     Filter,
     ForeignKey,
     KeyRange,
@@ -149,6 +150,9 @@ class SQLiteSource:
     def row_count(self, table: SourceTable) -> int:
         (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
         return int(n)
+
+    def delete_counters(self) -> dict[str, DeleteCounter]:
+        return {}  # SQLite keeps no such statistic: deletes are always counted
 
     def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
         rows = self.conn.execute(f'PRAGMA foreign_key_list("{table.name}")').fetchall()

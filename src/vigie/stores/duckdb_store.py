@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS {META}.state (
     watermark_ts TIMESTAMP, watermark_int BIGINT,
     pass_kind VARCHAR, pass_from_ts TIMESTAMP, pass_from_int BIGINT,
     pass_target_ts TIMESTAMP, pass_target_int BIGINT, chunks VARCHAR);
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS delete_counter VARCHAR;
 CREATE TABLE IF NOT EXISTS {META}.columns (
     table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
     PRIMARY KEY (table_name, column_name));
@@ -86,6 +87,10 @@ class Store:
         self._old_umask = os.umask(0o077)
         self.con = duckdb.connect(config={"threads": 2})
         self.con.execute("SET enable_progress_bar = false")
+        # One checkpoint when the store closes instead of one whenever the WAL passes 16 MB:
+        # a mid-sync checkpoint rewrites every row group an incremental run touched so far
+        # (measured: 0.3-2.5 s each). Commits stay durable: the WAL is synced at commit.
+        self.con.execute("SET checkpoint_threshold = '4GB'")
         try:
             load_extension(self.con, "httpfs")  # DuckDB encrypts with httpfs's OpenSSL
             self._attach()

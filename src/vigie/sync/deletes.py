@@ -8,12 +8,13 @@ anti-joined. Children of deleted parents (ON DELETE CASCADE) go with them, by ke
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
-from vigie.sources.base import KeyRange, bucketed
+from vigie.sources.base import DeleteCounter, KeyRange, bucketed
 from vigie.stores.duckdb_store import META, q
 
 if TYPE_CHECKING:
@@ -26,14 +27,58 @@ class Reconciler:
     def __init__(self, table: TableSync) -> None:
         self.t = table
 
-    def reconcile(self) -> None:
-        """Remove from the store what production deleted. The passes leave the store a
-        superset of production, so equal row counts mean equal key sets; only when the
-        counts differ are they compared per bucket, and only differing buckets re-read."""
-        self.cascade()
-        (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
-        if self.t.production_count(self.t.c.source) == stored:
+    def reconcile(self, counter: DeleteCounter | None, fresh: bool) -> None:
+        """Remove from the store what production deleted.
+
+        After a fresh full load the store is the snapshot: nothing to compare. Where the
+        server keeps a delete counter (PostgreSQL), a table whose counter moved by exactly
+        the rows this run cascaded is not read again; otherwise per-bucket counts are
+        compared. Without a counter, equal row counts mean equal key sets (the passes leave
+        the store a superset of production), and only unequal ones are compared per bucket.
+        """
+        cascaded = self.cascade()
+        if fresh or self.explained(counter, cascaded):
+            self.t.result.deletes_by = "snapshot" if fresh else "counter"
+            self.save_counter(counter)
             return
+        if counter is None:
+            self.t.result.deletes_by = "count"
+            (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
+            if self.t.source.row_count(self.t.c.source) == stored:
+                return
+        self.t.result.deletes_by = "buckets"
+        self.compare_buckets()
+        self.save_counter(counter)
+
+    def explained(self, counter: DeleteCounter | None, cascaded: int) -> bool:
+        """Whether every delete production counted since the last sync is one this run
+        cascaded. A delete the server has not yet added to its statistics (it reports
+        within seconds) moves the counter at the next sync, which then compares."""
+        if counter is None:
+            return False
+        (saved,) = self.t.store.rows(
+            f"SELECT delete_counter FROM {META}.state WHERE table_name = ?", [self.t.name]
+        )[0]
+        if not saved:
+            return False
+        before = json.loads(saved)
+        return bool(
+            before["epoch"] == counter.epoch and counter.deleted - before["deleted"] == cascaded
+        )
+
+    def save_counter(self, counter: DeleteCounter | None) -> None:
+        value = (
+            json.dumps({"epoch": counter.epoch, "deleted": counter.deleted}) if counter else None
+        )
+        with self.t.store.transaction() as con:
+            con.execute(
+                f"UPDATE {META}.state SET delete_counter = ? WHERE table_name = ?",
+                [value, self.t.name],
+            )
+
+    def compare_buckets(self) -> None:
+        """Compare row counts per bucket; re-read buckets the store lacks rows of (repair),
+        and remove the store rows production no longer has from buckets that differ."""
         prod = self.t.source.bucket_counts(self.t.c.source, self.t.width)
         store = dict(
             self.t.store.rows(
@@ -56,26 +101,40 @@ class Reconciler:
         if differ:
             self.delete_gone(differ)
 
-    def cascade(self) -> None:
+    def cascade(self) -> int:
         """Production deletes children with their parents (ON DELETE CASCADE): do the same
-        with the parents this run found deleted, by their pseudonymized keys."""
+        with the parents this run found deleted, by their pseudonymized keys. Returns how
+        many rows went."""
+        before = self.t.result.deleted
         for column, parent, parent_column in self.t.cascades:
             gone = (
                 f"t.{q(column)} IN (SELECT {q(parent_column)} FROM "
                 f"{META}.{q('deleted__' + parent)} WHERE _vigie_run = {self.t.run_id})"
             )
             self.tombstone(gone)
+        return self.t.result.deleted - before
 
     def tombstone(self, condition: str) -> None:
-        """Record, then delete, the store rows matching ``condition`` (alias ``t``)."""
+        """Record, then delete, the store rows matching ``condition`` (alias ``t``): one
+        scan finds them, the delete goes by row id."""
         keys = ", ".join(f"t.{q(k)}" for k in self.t.c.key)
         with self.t.store.transaction() as con:
             con.execute(
-                f"INSERT INTO {META}.{q('deleted__' + self.t.name)} SELECT {keys}, "
-                f"t._vigie_first_seen, ?, ? FROM {q(self.t.name)} t WHERE {condition}",
-                [self.t.run_time, self.t.run_id],
+                f"CREATE OR REPLACE TEMP TABLE vigie_gone AS SELECT t.rowid AS _rid, {keys}, "
+                f"t._vigie_first_seen FROM {q(self.t.name)} t WHERE {condition}"
             )
-            (n,) = one(con, f"DELETE FROM {q(self.t.name)} t WHERE {condition}")
+            (n,) = one(con, "SELECT COUNT(*) FROM vigie_gone")
+            if n:
+                names = ", ".join(q(k) for k in self.t.c.key)
+                con.execute(
+                    f"INSERT INTO {META}.{q('deleted__' + self.t.name)} SELECT {names}, "
+                    "_vigie_first_seen, ?, ? FROM vigie_gone",
+                    [self.t.run_time, self.t.run_id],
+                )
+                con.execute(
+                    f"DELETE FROM {q(self.t.name)} WHERE rowid IN (SELECT _rid FROM vigie_gone)"
+                )
+            con.execute("DROP TABLE vigie_gone")
         self.t.result.deleted += int(n)
 
     def delete_gone(self, buckets: list[int]) -> None:

@@ -14,7 +14,6 @@ from vigie.policy.hmac_engine import ENGINE, self_test
 from vigie.policy.load import load_policy
 from vigie.sources import open_source
 from vigie.stores.duckdb_store import META, Store
-from vigie.sync.counts import ProductionCounts
 from vigie.sync.plan import make_plan
 from vigie.sync.table import Progress, TableResult, TableSync
 
@@ -56,31 +55,29 @@ def sync(
     source = open_source(dsn)
     try:
         with Store(store_path, keys, create=True) as store:
+            counters = source.delete_counters()  # before the snapshot (see Source)
             source.snapshot()
             plan = make_plan(policy, source, store, keys.pseudonym_key)
             now = datetime.now(UTC).replace(tzinfo=None)
             run_id = _begin_run(store, dsn, policy.digest, now)
             report = SyncReport(run_id, str(dsn), store_path, now, unlisted=plan.unlisted)
-            counts = ProductionCounts(source, [c.source for c in plan.tables])
-            try:
-                for compiled in plan.tables:
-                    cascades = plan.cascades.get(compiled.policy.name, ())
-                    table = TableSync(
-                        store, source, compiled, keys, run_id, now, progress, batch_rows,
-                        cascades, counts.count,
-                    )  # fmt: skip
-                    try:
-                        result = table.run()
-                    except ScanHit as exc:
-                        result = table.result
-                        result.status, result.message = "stopped", str(exc)
-                    _record_table(store, run_id, result)
-                    report.tables.append(result)
-            finally:
-                counts.close()
-            report.seconds = time.perf_counter() - started
+            for compiled in plan.tables:
+                name = compiled.policy.name
+                table = TableSync(
+                    store, source, compiled, keys, run_id, now, progress, batch_rows,
+                    plan.cascades.get(name, ()), delete_counter=counters.get(name),
+                )  # fmt: skip
+                try:
+                    result = table.run()
+                except ScanHit as exc:
+                    result = table.result
+                    result.status, result.message = "stopped", str(exc)
+                _record_table(store, run_id, result)
+                report.tables.append(result)
             _end_run(store, run_id, report)
-            return report
+        # the time includes closing the store: DuckDB's checkpoint of this run's changes
+        report.seconds = time.perf_counter() - started
+        return report
     finally:
         source.close()
 

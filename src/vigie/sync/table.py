@@ -36,9 +36,9 @@ from vigie.pipeline import fan_in, prefetch
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked, mask
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
-from vigie.sources.base import CursorValue, Filter, KeyRange, Source, SourceTable
+from vigie.sources.base import CursorValue, DeleteCounter, Filter, KeyRange, Source
 from vigie.stores.duckdb_store import META, Store, q
-from vigie.sync.deletes import Reconciler
+from vigie.sync.deletes import Reconciler, one
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
 PARALLEL_READERS = 2
@@ -54,6 +54,9 @@ class TableResult:
     seconds: float = 0.0
     status: str = "ok"
     message: str = ""
+    # how deletes were found: snapshot (fresh full load), counter (the server's delete
+    # counter moved by exactly the rows cascaded), count (equal row counts), buckets
+    deletes_by: str = ""
     passes: list[str] = field(default_factory=list)
 
     @property
@@ -93,7 +96,7 @@ class TableSync:
         progress: Progress | None = None,
         batch_rows: int = 500_000,
         cascades: tuple[tuple[str, str, str], ...] = (),
-        production_count: Callable[[SourceTable], int] | None = None,
+        delete_counter: DeleteCounter | None = None,
     ) -> None:
         self.store, self.source, self.c = store, source, compiled
         self.keys, self.run_id, self.run_time = keys, run_id, run_time
@@ -105,7 +108,7 @@ class TableSync:
         self.width = compiled.bucket_width
         self.chunks: list[Chunk] = []
         self.cascades = cascades  # (column, parent table, parent key column)
-        self.production_count = production_count or source.row_count
+        self.delete_counter = delete_counter  # read before the run's snapshot
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -113,13 +116,15 @@ class TableSync:
         started = time.perf_counter()
         self.ensure_table()
         state = self.load_state()
+        fresh = False
         if state.pass_kind is not None:
             self.run_pass(state, resumed=True)  # finish what an interrupted run began
         elif not state.loaded:
             self.start_pass("full", None)
+            fresh = True  # the whole table from this run's snapshot, in one pass
         else:  # changed rows by cursor; without a cursor, every row, merged
             self.start_pass("delta", state.watermark if self.cursor else None)
-        Reconciler(self).reconcile()
+        Reconciler(self).reconcile(self.delete_counter, fresh)
         self.result.seconds = time.perf_counter() - started
         return self.result
 
@@ -369,32 +374,49 @@ class TableSync:
 
     def merge(self, con: Any, low: int, high: int) -> None:
         """Upsert the batch by key; only rows whose stored values change count as updated.
-        A key's bucket follows from the key, so only the batch's bucket range of the table
-        can match: the condition lets DuckDB skip the rest (zone maps)."""
+
+        Changed rows are deleted and appended again (keeping when they were first seen)
+        rather than updated in place: DuckDB marks deletes cheaply, while in-place updates
+        of rows spread over the table rewrite every row group they touch (86k changed
+        devices of 4.1M: 2.6 s as a MERGE). A key's bucket follows from the key, so only
+        the batch's bucket range of the table can match: the condition lets DuckDB skip
+        the rest (zone maps)."""
+        table, names = q(self.name), [q(c.name) for c in self.c.columns]
         on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in self.c.key)
         on += f" AND t.{BUCKET_COLUMN} BETWEEN {low} AND {high}"
-        source = f"(SELECT {self.select_batch()}, {BUCKET_COLUMN} FROM vigie_batch)"
-        names = [q(c.name) for c in self.c.columns]
         changed = (
             f"({', '.join('t.' + n for n in names)}) IS DISTINCT FROM "
             f"({', '.join('s.' + n for n in names)})"
         )
-        sets = ", ".join(f"{n} = s.{n}" for n in [*names, BUCKET_COLUMN])
-        values = ", ".join(f"s.{n}" for n in [*names, BUCKET_COLUMN])
-        actions = con.execute(
-            f"MERGE INTO {q(self.name)} t USING {source} s ON ({on}) "
-            f"WHEN MATCHED AND {changed} THEN UPDATE SET {sets}, _vigie_run = {self.run_id} "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}, {BUCKET_COLUMN}, "
-            f"_vigie_first_seen, _vigie_run) VALUES ({values}, ?, {self.run_id}) "
-            "RETURNING merge_action",
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE vigie_new AS SELECT {self.select_batch()}, "
+            f"{BUCKET_COLUMN} FROM vigie_batch"
+        )
+        keys = ", ".join(f"s.{q(k)}" for k in self.c.key)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE vigie_old AS SELECT t.rowid AS _rid, {keys}, "
+            f"t._vigie_first_seen AS _first_seen, {changed} AS _changed "
+            f"FROM {table} t JOIN vigie_new s ON ({on})"
+        )
+        con.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT _rid FROM vigie_old WHERE _changed)"
+        )
+        same = " AND ".join(f"o.{q(k)} = s.{q(k)}" for k in self.c.key)
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(names)}, {BUCKET_COLUMN}, _vigie_first_seen, "
+            f"_vigie_run) SELECT {', '.join('s.' + n for n in names)}, s.{BUCKET_COLUMN}, "
+            f"COALESCE(o._first_seen, ?), {self.run_id} FROM vigie_new s "
+            f"LEFT JOIN vigie_old o ON ({same}) WHERE o._changed IS NOT FALSE",
             [self.run_time],
-        ).to_arrow_table()
-        counts = {
-            str(row["values"]): int(row["counts"])
-            for row in pc.value_counts(actions.column(0)).to_pylist()
-        }
-        self.result.updated += counts.get("UPDATE", 0)
-        self.result.inserted += counts.get("INSERT", 0)
+        )
+        matched, updated = one(
+            con, "SELECT COUNT(*), COUNT(*) FILTER (WHERE _changed) FROM vigie_old"
+        )
+        (batch,) = one(con, "SELECT COUNT(*) FROM vigie_new")
+        con.execute("DROP TABLE vigie_new")
+        con.execute("DROP TABLE vigie_old")
+        self.result.updated += int(updated)
+        self.result.inserted += int(batch) - int(matched)
 
     # -- content scan ----------------------------------------------------------------------
 
