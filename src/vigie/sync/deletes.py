@@ -32,22 +32,20 @@ class Reconciler:
 
         After a fresh full load the store is the snapshot: nothing to compare. Where the
         server keeps a delete counter (PostgreSQL), a table whose counter moved by exactly
-        the rows this run cascaded is not read again; otherwise per-bucket counts are
-        compared. Without a counter, equal row counts mean equal key sets (the passes leave
-        the store a superset of production), and only unequal ones are compared per bucket.
+        the rows this run cascaded is not read again. Otherwise row counts are compared:
+        the passes leave the store a superset of production, so equal counts mean equal
+        key sets; only unequal ones are compared per bucket.
         """
         cascaded = self.cascade()
         if fresh or self.explained(counter, cascaded):
             self.t.result.deletes_by = "snapshot" if fresh else "counter"
             self.save_counter(counter)
             return
-        if counter is None:
-            self.t.result.deletes_by = "count"
-            (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
-            if self.t.source.row_count(self.t.c.source) == stored:
-                return
-        self.t.result.deletes_by = "buckets"
-        self.compare_buckets()
+        self.t.result.deletes_by = "count"
+        (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
+        if self.t.source.row_count(self.t.c.source) != stored:
+            self.t.result.deletes_by = "buckets"
+            self.compare_buckets()
         self.save_counter(counter)
 
     def explained(self, counter: DeleteCounter | None, cascaded: int) -> bool:
