@@ -19,6 +19,7 @@ removed, and their keys recorded with the time they were first seen and deleted.
 from __future__ import annotations
 
 import json
+import math
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -218,9 +219,8 @@ class TableSync:
         rows = self.source.estimate_rows(self.c.source) or (span[1] - span[0] + 1)
         keys_per_row = max(1.0, (span[1] - span[0] + 1) / max(rows, 1))
         chunks = max(PARALLEL_READERS, round(rows / self.batch_rows))
-        step = max(
-            1, min(round(self.batch_rows * keys_per_row / self.width), -(-(hi - lo) // chunks))
-        )
+        buckets_per_chunk = round(self.batch_rows * keys_per_row / self.width)
+        step = max(1, min(buckets_per_chunk, math.ceil((hi - lo) / chunks)))
         edges = list(range(lo, hi, step))[1:]
         bounds = [None, *edges], [*edges, None]
         return [Chunk(a, b) for a, b in zip(*bounds, strict=True)]
@@ -346,7 +346,7 @@ class TableSync:
                 if merge:
                     buckets = masked.buckets
                     low, high = (int(buckets.min()), int(buckets.max())) if masked.rows else (0, 0)
-                    self.merge(con, low, high)
+                    self.merge(con, low, high, arrow.num_rows)
                 else:
                     self.insert(con)
                     self.result.inserted += arrow.num_rows
@@ -372,7 +372,7 @@ class TableSync:
             [self.run_time, self.run_id],
         )
 
-    def merge(self, con: Any, low: int, high: int) -> None:
+    def merge(self, con: Any, low: int, high: int, rows: int) -> None:
         """Upsert the batch by key; only rows whose stored values change count as updated.
 
         Changed rows are deleted and appended again (keeping when they were first seen)
@@ -412,11 +412,10 @@ class TableSync:
         matched, updated = one(
             con, "SELECT COUNT(*), COUNT(*) FILTER (WHERE _changed) FROM vigie_old"
         )
-        (batch,) = one(con, "SELECT COUNT(*) FROM vigie_new")
         con.execute("DROP TABLE vigie_new")
         con.execute("DROP TABLE vigie_old")
         self.result.updated += int(updated)
-        self.result.inserted += int(batch) - int(matched)
+        self.result.inserted += rows - int(matched)
 
     # -- content scan ----------------------------------------------------------------------
 
