@@ -71,8 +71,8 @@ class KeyRange:
 @dataclass(frozen=True)
 class DeleteCounter:
     """How many rows the server has deleted from a table since ``epoch`` (PostgreSQL's
-    ``n_tup_del``; the epoch names the table's file, the server start and the last
-    statistics reset: when any changes, counters from different epochs do not compare)."""
+    ``n_tup_del``; the epoch names the database, the table's file, the server start and the
+    last statistics reset: when any changes, counters from different epochs do not compare)."""
 
     epoch: str
     deleted: int

@@ -263,8 +263,8 @@ class DuckSource:
         if not self.pg:
             return {}
         rows = self._rows(
-            "SELECT s.relname, s.n_tup_del, c.relfilenode::text || '/' || "
-            "pg_postmaster_start_time()::text || '/' || COALESCE(d.stats_reset::text, '') "
+            "SELECT s.relname, s.n_tup_del, d.datid::text || '/' || c.relfilenode::text || '/' "
+            "|| pg_postmaster_start_time()::text || '/' || COALESCE(d.stats_reset::text, '') "
             "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
             "JOIN pg_stat_database d ON d.datname = current_database() "
             f"WHERE s.schemaname = '{self.schema}'"

@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS {META}.state (
     pass_kind VARCHAR, pass_from_ts TIMESTAMP, pass_from_int BIGINT,
     pass_target_ts TIMESTAMP, pass_target_int BIGINT, chunks VARCHAR);
 ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS delete_counter VARCHAR;
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS deletes_by VARCHAR;
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS verified_at TIMESTAMP;
 CREATE TABLE IF NOT EXISTS {META}.columns (
     table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
     PRIMARY KEY (table_name, column_name));

@@ -10,11 +10,14 @@ from pathlib import Path
 from vigie.db.dsn import Dsn
 from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
+from vigie.policy.compile import CompiledTable
 from vigie.policy.hmac_engine import ENGINE, self_test
 from vigie.policy.load import load_policy
 from vigie.sources import open_source
+from vigie.sources.base import DeleteCounter
 from vigie.stores.duckdb_store import META, Store
-from vigie.sync.plan import make_plan
+from vigie.sync.counts import ProductionCounts, counter_moved
+from vigie.sync.plan import Plan, make_plan
 from vigie.sync.table import Progress, TableResult, TableSync
 
 
@@ -28,6 +31,7 @@ class SyncReport:
     unlisted: list[str] = field(default_factory=list)
     seconds: float = 0.0
     hmac_engine: str = ENGINE
+    counted_ahead: list[str] = field(default_factory=list)  # production counts read ahead
 
     @property
     def failed(self) -> list[TableResult]:
@@ -58,28 +62,58 @@ def sync(
             counters = source.delete_counters()  # before the snapshot (see Source)
             source.snapshot()
             plan = make_plan(policy, source, store, keys.pseudonym_key)
-            now = datetime.now(UTC).replace(tzinfo=None)
-            run_id = _begin_run(store, dsn, policy.digest, now)
-            report = SyncReport(run_id, str(dsn), store_path, now, unlisted=plan.unlisted)
-            for compiled in plan.tables:
-                name = compiled.policy.name
-                table = TableSync(
-                    store, source, compiled, keys, run_id, now, progress, batch_rows,
-                    plan.cascades.get(name, ()), delete_counter=counters.get(name),
-                )  # fmt: skip
-                try:
-                    result = table.run()
-                except ScanHit as exc:
-                    result = table.result
-                    result.status, result.message = "stopped", str(exc)
-                _record_table(store, run_id, result)
-                report.tables.append(result)
-            _end_run(store, run_id, report)
+            counts = ProductionCounts(source)
+            try:
+                counts.start(_counts_needed(store, plan, counters))
+                now = datetime.now(UTC).replace(tzinfo=None)
+                run_id = _begin_run(store, dsn, policy.digest, now)
+                report = SyncReport(run_id, str(dsn), store_path, now, unlisted=plan.unlisted)
+                report.counted_ahead = counts.ahead
+                for compiled in plan.tables:
+                    name = compiled.policy.name
+                    table = TableSync(
+                        store, source, compiled, keys, run_id, now, progress, batch_rows,
+                        plan.cascades.get(name, ()), counters.get(name), counts,
+                    )  # fmt: skip
+                    try:
+                        result = table.run()
+                    except ScanHit as exc:
+                        result = table.result
+                        result.status, result.message = "stopped", str(exc)
+                    _record_table(store, run_id, result)
+                    report.tables.append(result)
+                _end_run(store, run_id, report)
+            finally:
+                counts.close()
         # the time includes closing the store: DuckDB's checkpoint of this run's changes
         report.seconds = time.perf_counter() - started
         return report
     finally:
         source.close()
+
+
+def _counts_needed(
+    store: Store, plan: Plan, counters: dict[str, DeleteCounter]
+) -> list[tuple[CompiledTable, bool]]:
+    """Tables an incremental run will likely count in production (see ``ProductionCounts``):
+    loaded, no interrupted pass, their delete counter moved, and either no cascade can
+    explain their deletes (roots: per-bucket counts, their totals will differ) or cascades
+    did not explain them last time either (events born and deleted between two syncs)."""
+    state = {
+        str(name): (saved, last)
+        for name, loaded, pass_kind, saved, last in store.rows(
+            f"SELECT table_name, loaded, pass_kind, delete_counter, deletes_by FROM {META}.state"
+        )
+        if loaded and pass_kind is None
+    }
+    wanted = []
+    for t in plan.tables:
+        name, root = t.policy.name, not plan.cascades.get(t.policy.name)
+        if name not in state or not counter_moved(state[name][0], counters.get(name)):
+            continue
+        if root or state[name][1] in ("count", "buckets"):
+            wanted.append((t, root))
+    return wanted
 
 
 def _begin_run(store: Store, dsn: Dsn, digest: str, now: datetime) -> int:

@@ -39,6 +39,7 @@ from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
 from vigie.sources.base import CursorValue, DeleteCounter, Filter, KeyRange, Source
 from vigie.stores.duckdb_store import META, Store, q
+from vigie.sync.counts import ProductionCounts
 from vigie.sync.deletes import Reconciler, one
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
@@ -98,6 +99,7 @@ class TableSync:
         batch_rows: int = 500_000,
         cascades: tuple[tuple[str, str, str], ...] = (),
         delete_counter: DeleteCounter | None = None,
+        counts: ProductionCounts | None = None,
     ) -> None:
         self.store, self.source, self.c = store, source, compiled
         self.keys, self.run_id, self.run_time = keys, run_id, run_time
@@ -110,6 +112,7 @@ class TableSync:
         self.chunks: list[Chunk] = []
         self.cascades = cascades  # (column, parent table, parent key column)
         self.delete_counter = delete_counter  # read before the run's snapshot
+        self.counts = counts or ProductionCounts(source)  # production counts, maybe ahead
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -373,7 +376,8 @@ class TableSync:
         )
 
     def merge(self, con: Any, low: int, high: int, rows: int) -> None:
-        """Upsert the batch by key; only rows whose stored values change count as updated.
+        """Upsert the batch by key; only rows that changed (``change_columns``) count as
+        updated.
 
         Changed rows are deleted and appended again (keeping when they were first seen)
         rather than updated in place: DuckDB marks deletes cheaply, while in-place updates
@@ -384,9 +388,10 @@ class TableSync:
         table, names = q(self.name), [q(c.name) for c in self.c.columns]
         on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in self.c.key)
         on += f" AND t.{BUCKET_COLUMN} BETWEEN {low} AND {high}"
+        compared = [q(c) for c in self.change_columns()]
         changed = (
-            f"({', '.join('t.' + n for n in names)}) IS DISTINCT FROM "
-            f"({', '.join('s.' + n for n in names)})"
+            f"({', '.join('t.' + n for n in compared)}) IS DISTINCT FROM "
+            f"({', '.join('s.' + n for n in compared)})"
         )
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE vigie_new AS SELECT {self.select_batch()}, "
@@ -416,6 +421,18 @@ class TableSync:
         con.execute("DROP TABLE vigie_old")
         self.result.updated += int(updated)
         self.result.inserted += rows - int(matched)
+
+    def change_columns(self) -> list[str]:
+        """The columns whose stored values tell whether a re-read row changed.
+
+        A cursor column kept as is moves whenever production changes the row, so comparing
+        it alone is enough: the merge then reads one column of the stored table instead of
+        all of them (rows updated in production are spread over the whole table, so each
+        compared column is read whole). Otherwise every copied column is compared."""
+        rule = self.c.policy.columns.get(self.cursor) if self.cursor else None
+        if rule is not None and isinstance(rule.action, Keep) and self.cursor not in self.c.key:
+            return [self.cursor]  # type: ignore[list-item]
+        return [c.name for c in self.c.columns]
 
     # -- content scan ----------------------------------------------------------------------
 
