@@ -192,7 +192,9 @@ def test_a_delete_the_counter_hid_is_found_by_the_hourly_count(pg_dsn, keys, sto
     assert hidden["connection_events"].deletes_by == "counter"
     assert hidden["connection_events"].deleted == 0
     _set_state(store_path, keys, "verified_at = verified_at - INTERVAL 2 HOUR")
-    found = {t.table: t for t in sync(pg_dsn, EXAMPLE_POLICY, store_path, keys).tables}
+    report = sync(pg_dsn, EXAMPLE_POLICY, store_path, keys)
+    assert report.counted_ahead == ["connection_events"]  # due: counted from the start
+    found = {t.table: t for t in report.tables}
     assert found["connection_events"].deletes_by == "buckets"
     assert found["connection_events"].deleted == 1
     gone = pseudonym(keys, "connection_event", event)

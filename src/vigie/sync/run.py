@@ -17,6 +17,7 @@ from vigie.sources import open_source
 from vigie.sources.base import DeleteCounter
 from vigie.stores.duckdb_store import META, Store
 from vigie.sync.counts import ProductionCounts, counter_moved
+from vigie.sync.deletes import VERIFY_EVERY
 from vigie.sync.plan import Plan, make_plan
 from vigie.sync.table import Progress, TableResult, TableSync
 
@@ -96,24 +97,26 @@ def _counts_needed(
     store: Store, plan: Plan, counters: dict[str, DeleteCounter]
 ) -> list[tuple[CompiledTable, bool]]:
     """Tables an incremental run will likely count in production (see ``ProductionCounts``):
-    loaded, no interrupted pass, their delete counter moved, and either no cascade can
-    explain their deletes (roots: per-bucket counts, their totals will differ) or cascades
-    did not explain them last time either (events born and deleted between two syncs)."""
-    state = {
-        str(name): (saved, last)
-        for name, loaded, pass_kind, saved, last in store.rows(
-            f"SELECT table_name, loaded, pass_kind, delete_counter, deletes_by FROM {META}.state"
-        )
-        if loaded and pass_kind is None
-    }
+    loaded, no interrupted pass, and either due for their periodic count (``VERIFY_EVERY``)
+    or their delete counter moved and no cascade can explain it (roots: per-bucket counts,
+    their totals will differ) or cascades did not explain it last time either (events born
+    and deleted between two syncs)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
     wanted = []
-    for t in plan.tables:
-        name, root = t.policy.name, not plan.cascades.get(t.policy.name)
-        if name not in state or not counter_moved(state[name][0], counters.get(name)):
+    for name, loaded, pass_kind, saved, last, verified in store.rows(
+        f"SELECT table_name, loaded, pass_kind, delete_counter, deletes_by, verified_at "
+        f"FROM {META}.state"
+    ):
+        table = next((t for t in plan.tables if t.policy.name == name), None)
+        if table is None or not loaded or pass_kind is not None:
             continue
-        if root or state[name][1] in ("count", "buckets"):
-            wanted.append((t, root))
-    return wanted
+        moved = counter_moved(saved, counters.get(name))
+        root = not plan.cascades.get(name)
+        due = verified is None or now - verified >= VERIFY_EVERY
+        if due or (moved and (root or last in ("count", "buckets"))):
+            wanted.append((table, root and moved))
+    order = [t.policy.name for t in plan.tables]  # counted in the order they are synced
+    return sorted(wanted, key=lambda w: order.index(w[0].policy.name))
 
 
 def _begin_run(store: Store, dsn: Dsn, digest: str, now: datetime) -> int:
