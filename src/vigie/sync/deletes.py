@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # Production's rows are counted at least this often, even when the delete counter explains
 # every delete (see Reconciler.verified_lately).
 VERIFY_EVERY = timedelta(hours=1)
+# How many runs' ways of finding deletes ``state.deletes_by`` remembers (most recent first).
+HISTORY = 6
 
 
 class Reconciler:
@@ -87,11 +89,15 @@ class Reconciler:
             json.dumps({"epoch": counter.epoch, "deleted": counter.deleted}) if counter else None
         )
         by = self.t.result.deletes_by
+        (recent,) = self.t.store.rows(
+            f"SELECT deletes_by FROM {META}.state WHERE table_name = ?", [self.t.name]
+        )[0]
+        history = ",".join([by, *(recent or "").split(",")][:HISTORY]).strip(",")
         with self.t.store.transaction() as con:
             con.execute(
                 f"UPDATE {META}.state SET delete_counter = ?, deletes_by = ?, "
                 "verified_at = CASE WHEN ? THEN verified_at ELSE ? END WHERE table_name = ?",
-                [value, by, by == "counter", self.t.run_time, self.t.name],
+                [value, history, by == "counter", self.t.run_time, self.t.name],
             )
 
     def compare_buckets(self) -> None:
