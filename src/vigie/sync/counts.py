@@ -2,12 +2,11 @@
 
 Counting production is the costliest read of an incremental sync, and it does not depend on
 the store: where the source can join the run's snapshot from another connection
-(PostgreSQL), the counts an incremental run will need start at the beginning of the run and
-run on the server while the foreground reads and merges. Only tables whose delete counter
-moved since the last sync are counted (a table nothing was deleted from needs no count);
-tables no cascade can explain (roots such as ``users``) get their per-bucket counts at once,
-since their totals will differ. Full loads count nothing. Elsewhere (SQLite, MySQL) a count
-runs when it is asked for.
+(PostgreSQL), the counts an incremental run will likely need (``sync.run._counts_needed``
+chooses them) start at the beginning of the run and run on the server while the foreground
+reads and merges; tables no cascade can explain (roots such as ``users``) get per-bucket
+counts at once, since their totals will differ. A count nobody asked for ahead runs when it
+is asked for, as everywhere on SQLite and MySQL.
 """
 
 from __future__ import annotations

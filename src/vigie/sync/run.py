@@ -76,13 +76,7 @@ def sync(
                         store, source, compiled, keys, run_id, now, progress, batch_rows,
                         plan.cascades.get(name, ()), counters.get(name), counts,
                     )  # fmt: skip
-                    try:
-                        result = table.run()
-                    except ScanHit as exc:
-                        result = table.result
-                        result.status, result.message = "stopped", str(exc)
-                    _record_table(store, run_id, result)
-                    report.tables.append(result)
+                    report.tables.append(_run_table(store, run_id, table))
                 _end_run(store, run_id, report)
             finally:
                 counts.close()
@@ -91,6 +85,17 @@ def sync(
         return report
     finally:
         source.close()
+
+
+def _run_table(store: Store, run_id: int, table: TableSync) -> TableResult:
+    """Sync one table and record its result; a content-scan hit stops only that table."""
+    try:
+        result = table.run()
+    except ScanHit as exc:
+        result = table.result
+        result.status, result.message = "stopped", str(exc)
+    _record_table(store, run_id, result)
+    return result
 
 
 def _counts_needed(
