@@ -69,10 +69,10 @@ class ProductionCounts:
             self._reader.close()
 
 
-def counter_moved(saved: str | None, now: DeleteCounter | None) -> bool:
-    """Whether production may have deleted rows since the counter was saved: always true
-    when either reading is missing or they come from different epochs."""
+def counter_delta(saved: str | None, now: DeleteCounter | None) -> int | None:
+    """Rows production deleted since the ``saved`` reading (JSON, as the store keeps it),
+    or None when there is no pair of readings from the same epoch to compare."""
     if now is None or not saved:
-        return True
+        return None
     before = json.loads(saved)
-    return bool(before["epoch"] != now.epoch or before["deleted"] != now.deleted)
+    return now.deleted - int(before["deleted"]) if before["epoch"] == now.epoch else None

@@ -17,12 +17,13 @@ import pyarrow as pa
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
 from vigie.sources.base import DeleteCounter, KeyRange, bucketed
 from vigie.stores.duckdb_store import META, q
+from vigie.sync.counts import counter_delta
 
 if TYPE_CHECKING:
     from vigie.sync.table import TableSync
 
 # Production's rows are counted at least this often, even when the delete counter explains
-# every delete (see Reconciler.verified_lately).
+# every delete (see Reconciler.reconcile).
 VERIFY_EVERY = timedelta(hours=1)
 # How many runs' ways of finding deletes ``state.deletes_by`` remembers (most recent first).
 HISTORY = 6
@@ -44,54 +45,36 @@ class Reconciler:
         the passes leave the store a superset of production, so equal counts mean equal
         key sets; only unequal ones are compared per bucket.
         """
+        saved, verified_at, recent = self.t.store.rows(
+            f"SELECT delete_counter, verified_at, deletes_by FROM {META}.state "
+            "WHERE table_name = ?",
+            [self.t.name],
+        )[0]
         cascaded = self.cascade()
-        if fresh or (self.explained(counter, cascaded) and self.verified_lately()):
+        # Every delete production counted since the last sync is one this run cascaded. A
+        # delete the server has not yet added to its statistics (it reports within seconds)
+        # moves the counter at the next sync, which then compares, unless, by coincidence,
+        # a cascade reported late offsets it exactly: counting at least every VERIFY_EVERY
+        # bounds how long such a delete could stay in the store.
+        explained = counter_delta(saved, counter) == cascaded
+        verified_lately = verified_at is not None and self.t.run_time - verified_at < VERIFY_EVERY
+        if fresh or (explained and verified_lately):
             self.t.result.deletes_by = "snapshot" if fresh else "counter"
-            self.save_counter(counter)
-            return
-        self.t.result.deletes_by = "count"
-        (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
-        if self.t.counts.total(self.t.c.source, self.t.width) != stored:
-            self.t.result.deletes_by = "buckets"
-            self.compare_buckets()
-        self.save_counter(counter)
+        else:
+            self.t.result.deletes_by = "count"
+            (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
+            if self.t.counts.total(self.t.c.source, self.t.width) != stored:
+                self.t.result.deletes_by = "buckets"
+                self.compare_buckets()
+        self.save_counter(counter, recent)
 
-    def explained(self, counter: DeleteCounter | None, cascaded: int) -> bool:
-        """Whether every delete production counted since the last sync is one this run
-        cascaded. A delete the server has not yet added to its statistics (it reports
-        within seconds) moves the counter at the next sync, which then compares."""
-        if counter is None:
-            return False
-        (saved,) = self.t.store.rows(
-            f"SELECT delete_counter FROM {META}.state WHERE table_name = ?", [self.t.name]
-        )[0]
-        if not saved:
-            return False
-        before = json.loads(saved)
-        return bool(
-            before["epoch"] == counter.epoch and counter.deleted - before["deleted"] == cascaded
-        )
-
-    def verified_lately(self) -> bool:
-        """Whether production's rows were counted (or loaded) within ``VERIFY_EVERY``.
-
-        The counter is read a moment before the snapshot and the server publishes deletes
-        with a lag of up to seconds; a delete missed that way moves the counter at the next
-        sync, unless, by coincidence, a cascade counted late offsets it exactly. Counting at
-        least this often bounds how long such a delete could stay in the store."""
-        (last,) = self.t.store.rows(
-            f"SELECT verified_at FROM {META}.state WHERE table_name = ?", [self.t.name]
-        )[0]
-        return last is not None and self.t.run_time - last < VERIFY_EVERY
-
-    def save_counter(self, counter: DeleteCounter | None) -> None:
+    def save_counter(self, counter: DeleteCounter | None, recent: str | None) -> None:
+        """Keep this reading of the counter, how deletes were found (after the ``recent``
+        ones), and, unless the counter alone explained them, that production was counted."""
         value = (
             json.dumps({"epoch": counter.epoch, "deleted": counter.deleted}) if counter else None
         )
         by = self.t.result.deletes_by
-        (recent,) = self.t.store.rows(
-            f"SELECT deletes_by FROM {META}.state WHERE table_name = ?", [self.t.name]
-        )[0]
         history = ",".join([by, *(recent or "").split(",")][:HISTORY]).strip(",")
         with self.t.store.transaction() as con:
             con.execute(

@@ -51,7 +51,6 @@ def make_plan(policy: Policy, source: Source, store: Store, key: str) -> Plan:
                 plan.tables.append(compile_table(table_policy, table, key))
             except PolicyError as exc:
                 problems.append(exc.message)
-    plan.cascades = _cascades(plan, source)
     if unclassified:
         raise UnclassifiedColumns(
             "Default deny: production has columns the policy does not classify; "
@@ -65,6 +64,7 @@ def make_plan(policy: Policy, source: Source, store: Store, key: str) -> Plan:
             "The sync cannot start; nothing was copied:\n  " + "\n  ".join(problems),
             hint="Fix the policy (or production) as each line says, then sync again.",
         )
+    plan.cascades = _cascades(plan, source)
     return plan
 
 

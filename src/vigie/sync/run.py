@@ -16,7 +16,7 @@ from vigie.policy.load import load_policy
 from vigie.sources import open_source
 from vigie.sources.base import DeleteCounter
 from vigie.stores.duckdb_store import META, Store
-from vigie.sync.counts import ProductionCounts, counter_moved
+from vigie.sync.counts import ProductionCounts, counter_delta
 from vigie.sync.deletes import VERIFY_EVERY
 from vigie.sync.plan import Plan, make_plan
 from vigie.sync.table import Progress, TableResult, TableSync
@@ -115,7 +115,7 @@ def _counts_needed(
         table = next((t for t in plan.tables if t.policy.name == name), None)
         if table is None or not loaded or pass_kind is not None:
             continue
-        moved = counter_moved(saved, counters.get(name))
+        moved = counter_delta(saved, counters.get(name)) != 0
         root = not plan.cascades.get(name)
         due = verified is None or now - verified >= VERIFY_EVERY
         counted = {"count", "buckets"} & set((recent or "").split(","))
