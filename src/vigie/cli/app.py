@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from vigie import __version__
 from vigie.cli import demo, fleet, keys, kpi, policy
+from vigie.cli.render import print_error
 from vigie.cli.sync import sync_command
 from vigie.errors import VigieError
 
@@ -35,11 +35,8 @@ def version() -> None:
 
 def main() -> None:
     """Console entry point: run the app, render VigieError as a message, never a traceback."""
-    err = Console(stderr=True, highlight=False)
     try:
         app()
     except VigieError as exc:
-        err.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
-        if exc.hint:
-            err.print(f"  [yellow]→[/] {exc.hint}", soft_wrap=True)
+        print_error(exc)
         sys.exit(exc.exit_code)

@@ -16,12 +16,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from vigie.errors import VigieError
 from vigie.fleet.inspect import TableSummary
 from vigie.fleet.tick import TickReport
 from vigie.policy.model import Policy
 from vigie.sync.run import SyncReport
 
 console = Console(highlight=False, soft_wrap=True)  # long paths stay whole (and greppable)
+err = Console(stderr=True, highlight=False)
 
 
 @contextmanager
@@ -111,6 +113,13 @@ def policy_table(policy: Policy) -> None:
     console.print(table)
     if policy.exclude:
         console.print(f"Excluded on purpose: {', '.join(sorted(policy.exclude))}")
+
+
+def print_error(exc: VigieError) -> None:
+    """A domain error as the user sees it: the message, then what to do next."""
+    err.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+    if exc.hint:
+        err.print(f"  [yellow]→[/] {exc.hint}", soft_wrap=True)
 
 
 @contextmanager

@@ -69,13 +69,20 @@ class KeyRange:
 
 
 @dataclass(frozen=True)
-class DeleteCounter:
-    """How many rows the server has deleted from a table since ``epoch`` (PostgreSQL's
-    ``n_tup_del``; the epoch names the database, the table's file, the server start and the
-    last statistics reset: when any changes, counters from different epochs do not compare)."""
+class RowCounters:
+    """The server's running row statistics of a table (PostgreSQL's ``pg_stat_user_tables``).
+
+    ``deleted`` (``n_tup_del``) counts every row deleted since ``epoch``, which names the
+    database, the table's file, the server start and the last statistics reset: counters
+    from different epochs do not compare. ``live`` (``n_live_tup``) moves by committed
+    inserts minus committed deletes (rows inserted and deleted between two readings cancel
+    out, aborted inserts do not count); vacuum and analyze overwrite it, so its epoch
+    ``live_epoch`` also names how many of those ran."""
 
     epoch: str
     deleted: int
+    live_epoch: str = ""
+    live: int | None = None
 
 
 def bucketed(table: SourceTable) -> bool:
@@ -100,8 +107,16 @@ class Source(Protocol):
     def key_span(self, table: SourceTable) -> tuple[int, int] | None:
         """Smallest and largest value of the first key column (bucketed tables), or None."""
 
+    @property
+    def shares_snapshot(self) -> bool:
+        """Whether ``readers`` can give other connections reading this very snapshot."""
+
     def readers(self, n: int) -> list[Source]:
         """Up to ``n`` sources reading the same snapshot in parallel (this one first)."""
+
+    def reader(self, spare: Source | None = None) -> Source:
+        """One more connection reading this snapshot (where ``shares_snapshot``); ``spare``,
+        such a reader of an earlier snapshot, is reused rather than connecting again."""
 
     def read(
         self,
@@ -117,8 +132,8 @@ class Source(Protocol):
         """Row count per range of ``width`` values of the first key column (0: all rows)."""
 
     def row_count(self, table: SourceTable) -> int: ...
-    def delete_counters(self) -> dict[str, DeleteCounter]:
-        """The server's running counts of rows deleted per table, where it keeps them.
+    def row_counters(self) -> dict[str, RowCounters]:
+        """The server's running row statistics per table, where it keeps them.
         Read before ``snapshot()``: a delete between the two then shows at the next sync."""
 
     def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:

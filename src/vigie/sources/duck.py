@@ -20,11 +20,11 @@ from vigie.db.dsn import Dsn
 from vigie.errors import ConnectionFailed, SyncError
 from vigie.sources.base import (
     CursorValue,
-    DeleteCounter,
     Filter,
     ForeignKey,
     KeyRange,
     Kind,
+    RowCounters,
     Source,
     SourceColumn,
     SourceTable,
@@ -68,6 +68,8 @@ class DuckSource:
             ) from None
         self.schema = self._scalar("SELECT current_schema()") if self.pg else dsn.database
         self._in_snapshot = False
+        self._catalog_cache: tuple[dict[str, SourceTable], dict[str, list[ForeignKey]]] | None
+        self._catalog_cache = None
 
     def _attach_string(self) -> str:
         d = self.dsn
@@ -114,38 +116,91 @@ class DuckSource:
         return sorted(str(r[0]) for r in rows)
 
     def describe(self, table: str) -> SourceTable:
-        cols = self._rows(
-            "SELECT column_name, data_type, is_nullable, "
-            + ("udt_name" if self.pg else "column_type")
-            + f" FROM information_schema.columns WHERE table_schema = '{self.schema}' "
-            f"AND table_name = '{table}' ORDER BY ordinal_position"
-        )
-        kinds = _PG_KINDS if self.pg else _MY_KINDS
-        columns = tuple(
-            SourceColumn(str(n), kinds.get(str(t).lower(), "other"), str(raw), nl == "YES")
-            for n, t, nl, raw in cols
-        )
-        return SourceTable(table, columns, self._primary_key(table))
+        return self._catalog()[0].get(table) or SourceTable(table, (), ())
 
-    def _primary_key(self, table: str) -> tuple[str, ...]:
+    def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
+        return self._catalog()[1].get(table.name, [])
+
+    def _catalog(self) -> tuple[dict[str, SourceTable], dict[str, list[ForeignKey]]]:
+        """Every table's columns, primary key and foreign keys, read once per snapshot in
+        three queries (one per table each took a round trip apiece)."""
+        if self._catalog_cache is None:
+            keys: dict[str, list[str]] = {}
+            for name, column in self._rows(self._primary_keys_sql()):
+                keys.setdefault(str(name), []).append(str(column))
+            columns: dict[str, list[SourceColumn]] = {}
+            kinds = _PG_KINDS if self.pg else _MY_KINDS
+            for name, column, kind, nullable, raw in self._rows(
+                "SELECT table_name, column_name, data_type, is_nullable, "
+                + ("udt_name" if self.pg else "column_type")
+                + f" FROM information_schema.columns WHERE table_schema = '{self.schema}' "
+                "ORDER BY table_name, ordinal_position"
+            ):
+                columns.setdefault(str(name), []).append(
+                    SourceColumn(
+                        str(column),
+                        kinds.get(str(kind).lower(), "other"),
+                        str(raw),
+                        nullable == "YES",
+                    )
+                )
+            tables = {
+                n: SourceTable(n, tuple(cols), tuple(keys.get(n, [])))
+                for n, cols in columns.items()
+            }
+            fks: dict[str, list[ForeignKey]] = {}
+            for child, column, parent, parent_column, rule in self._rows(self._foreign_keys_sql()):
+                fks.setdefault(str(child), []).append(
+                    ForeignKey(str(column), str(parent), str(parent_column), str(rule).upper())
+                )
+            self._catalog_cache = tables, fks
+        return self._catalog_cache
+
+    def _primary_keys_sql(self) -> str:
         if self.pg:
-            sql = (
-                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-                "AND a.attnum = ANY(i.indkey) "
-                f"WHERE i.indrelid = '{self.schema}.{table}'::regclass "
-                "AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)"
+            return (
+                "SELECT c.relname, a.attname FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                f"WHERE i.indisprimary AND n.nspname = '{self.schema}' "
+                "ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)"
             )
-        else:
-            sql = (
-                "SELECT column_name FROM information_schema.key_column_usage "
-                f"WHERE table_schema = '{self.schema}' AND table_name = '{table}' "
-                "AND constraint_name = 'PRIMARY' ORDER BY ordinal_position"
+        return (
+            "SELECT table_name, column_name FROM information_schema.key_column_usage "
+            f"WHERE table_schema = '{self.schema}' AND constraint_name = 'PRIMARY' "
+            "ORDER BY table_name, ordinal_position"
+        )
+
+    def _foreign_keys_sql(self) -> str:
+        """Single-column foreign keys: (table, column, parent table, parent column, rule)."""
+        if self.pg:
+            return (
+                "SELECT c.relname AS child, a.attname AS child_column, p.relname AS parent, "
+                "pa.attname AS parent_column, CASE k.confdeltype "
+                "WHEN 'c' THEN 'CASCADE' WHEN 'r' THEN 'RESTRICT' WHEN 'n' THEN 'SET NULL' "
+                "WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END AS rule "
+                "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_class p ON p.oid = k.confrelid "
+                "JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1] "
+                "JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = k.confkey[1] "
+                "WHERE k.contype = 'f' AND cardinality(k.conkey) = 1 "
+                f"AND n.nspname = '{self.schema}'"
             )
-        return tuple(str(r[0]) for r in self._rows(sql))
+        return (
+            "SELECT kcu.table_name, kcu.column_name, kcu.referenced_table_name, "
+            "kcu.referenced_column_name, rc.delete_rule "
+            "FROM information_schema.referential_constraints rc "
+            "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = "
+            "rc.constraint_name AND kcu.constraint_schema = rc.constraint_schema "
+            f"WHERE kcu.table_schema = '{self.schema}'"
+        )
 
     # -- snapshot --------------------------------------------------------------------------
 
     def snapshot(self) -> None:
+        self._catalog_cache = None  # read again in this snapshot
         self.con.execute("BEGIN TRANSACTION")
         self._in_snapshot = True
         if self.pg:  # lets parallel readers join this very snapshot
@@ -157,16 +212,28 @@ class DuckSource:
         inner = f"SET TRANSACTION SNAPSHOT '{snapshot_id}'".replace("'", "''")
         self.con.execute(f"CALL postgres_execute('src', '{inner}')")
 
+    @property
+    def shares_snapshot(self) -> bool:
+        return self.pg and self._in_snapshot
+
     def readers(self, n: int) -> list[Source]:
         """PostgreSQL: extra connections that import this snapshot (pg_export_snapshot)."""
-        if not self.pg or not self._in_snapshot or n <= 1:
+        if not self.shares_snapshot or n <= 1:
             return [self]
-        out: list[Source] = [self]
-        for _ in range(n - 1):
+        return [self, *(self.reader() for _ in range(n - 1))]
+
+    def reader(self, spare: Source | None = None) -> Source:
+        """One more connection reading this very snapshot; ``spare``, a reader of an earlier
+        snapshot of the same server, is reused instead of connecting again."""
+        if isinstance(spare, DuckSource) and spare.dsn == self.dsn:
+            spare.release()
+            clone = spare
+        else:
+            if spare is not None:
+                spare.close()
             clone = DuckSource(self.dsn)
-            clone._join_snapshot(self.snapshot_id)
-            out.append(clone)
-        return out
+        clone._join_snapshot(self.snapshot_id)
+        return clone
 
     def release(self) -> None:
         if self._in_snapshot:
@@ -259,41 +326,22 @@ class DuckSource:
     def row_count(self, table: SourceTable) -> int:
         return int(self._scalar(f"SELECT COUNT(*) FROM {self.q(table.name)}"))
 
-    def delete_counters(self) -> dict[str, DeleteCounter]:
+    def row_counters(self) -> dict[str, RowCounters]:
         if not self.pg:
             return {}
         rows = self._rows(
-            "SELECT s.relname, s.n_tup_del, d.datid::text || '/' || c.relfilenode::text || '/' "
-            "|| pg_postmaster_start_time()::text || '/' || COALESCE(d.stats_reset::text, '') "
+            "SELECT s.relname, s.n_tup_del, s.n_live_tup, d.datid::text || '/' || "
+            "c.relfilenode::text || '/' || pg_postmaster_start_time()::text || '/' || "
+            "COALESCE(d.stats_reset::text, ''), (s.vacuum_count + s.autovacuum_count + "
+            "s.analyze_count + s.autoanalyze_count)::text "
             "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
             "JOIN pg_stat_database d ON d.datname = current_database() "
             f"WHERE s.schemaname = '{self.schema}'"
         )
-        return {str(name): DeleteCounter(str(epoch), int(n)) for name, n, epoch in rows}
-
-    def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
-        if self.pg:
-            sql = (
-                "SELECT kcu.column_name AS child, ccu.table_name AS parent, "
-                "ccu.column_name AS parent_column, rc.delete_rule "
-                "FROM information_schema.referential_constraints rc "
-                "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = "
-                "rc.constraint_name AND kcu.constraint_schema = rc.constraint_schema "
-                "JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = "
-                "rc.constraint_name AND ccu.constraint_schema = rc.constraint_schema "
-                f"WHERE kcu.table_schema = '{self.schema}' AND kcu.table_name = '{table.name}'"
-            )
-        else:
-            sql = (
-                "SELECT kcu.column_name, kcu.referenced_table_name, kcu.referenced_column_name, "
-                "rc.delete_rule FROM information_schema.referential_constraints rc "
-                "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = "
-                "rc.constraint_name AND kcu.constraint_schema = rc.constraint_schema "
-                f"WHERE kcu.table_schema = '{self.schema}' AND kcu.table_name = '{table.name}'"
-            )
-        return [
-            ForeignKey(str(c), str(p), str(pc), str(d).upper()) for c, p, pc, d in self._rows(sql)
-        ]
+        return {
+            str(name): RowCounters(str(epoch), int(deleted), f"{epoch}/{maintained}", int(live))
+            for name, deleted, live, epoch, maintained in rows
+        }
 
     def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
         """One query per 500 ranges (an OR of index range scans), not one per range."""

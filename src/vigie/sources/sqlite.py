@@ -19,11 +19,11 @@ from vigie.db.connect import connect
 from vigie.db.dsn import Dsn
 from vigie.sources.base import (
     CursorValue,
-    DeleteCounter,
     Filter,
     ForeignKey,
     KeyRange,
     Kind,
+    RowCounters,
     Source,
     SourceColumn,
     SourceTable,
@@ -110,8 +110,13 @@ class SQLiteSource:
         ).fetchone()
         return None if lo is None else (int(lo), int(hi))
 
+    shares_snapshot = False
+
     def readers(self, n: int) -> list[Source]:
         return [self]
+
+    def reader(self, spare: Source | None = None) -> Source:
+        raise NotImplementedError("SQLite does not share its snapshot with other connections")
 
     def estimate_rows(self, table: SourceTable) -> int | None:
         (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
@@ -151,7 +156,7 @@ class SQLiteSource:
         (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
         return int(n)
 
-    def delete_counters(self) -> dict[str, DeleteCounter]:
+    def row_counters(self) -> dict[str, RowCounters]:
         return {}  # SQLite keeps no such statistic: deletes are always counted
 
     def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:

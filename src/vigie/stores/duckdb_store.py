@@ -116,6 +116,12 @@ class Store:
                     f"(key id {self.keys.store_key_id}).",
                     hint="Use the keyfile the store was created with.",
                 ) from None
+            if "conflicting lock" in text.lower():
+                raise StoreError(
+                    f"Store {self.path} is open in another process: {text.splitlines()[0]}",
+                    hint="A store has one writer at a time: wait for that sync to end, or stop "
+                    "the `vigie sync --every` that holds it.",
+                ) from None
             raise StoreError(f"Cannot open store {self.path}: {text}") from None
         self.con.execute("USE store")
 

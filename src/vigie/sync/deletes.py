@@ -8,16 +8,15 @@ anti-joined. Children of deleted parents (ON DELETE CASCADE) go with them, by ke
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
-from vigie.sources.base import DeleteCounter, KeyRange, bucketed
+from vigie.sources.base import KeyRange, RowCounters, bucketed
 from vigie.stores.duckdb_store import META, q
-from vigie.sync.counts import counter_delta
+from vigie.sync.ahead import counter_delta, counters_json, live_delta
 
 if TYPE_CHECKING:
     from vigie.sync.table import TableSync
@@ -35,15 +34,17 @@ class Reconciler:
     def __init__(self, table: TableSync) -> None:
         self.t = table
 
-    def reconcile(self, counter: DeleteCounter | None, fresh: bool) -> None:
+    def reconcile(self, counter: RowCounters | None, fresh: bool) -> None:
         """Remove from the store what production deleted.
 
         After a fresh full load the store is the snapshot: nothing to compare. Where the
-        server keeps a delete counter (PostgreSQL), a table whose counter moved by exactly
-        the rows this run cascaded, and whose rows were counted within ``VERIFY_EVERY``,
-        is not read again. Otherwise row counts are compared:
-        the passes leave the store a superset of production, so equal counts mean equal
-        key sets; only unequal ones are compared per bucket.
+        server keeps row statistics (PostgreSQL), a table whose rows were counted within
+        ``VERIFY_EVERY`` is not read again when either its delete counter moved by exactly
+        the rows this run cascaded, or its live row count moved by exactly the rows this
+        run added minus those it cascaded (rows inserted and deleted between two syncs,
+        which the delete counter also counts, cancel out there). Otherwise row counts are
+        compared: the passes leave the store a superset of production, so equal counts
+        mean equal key sets; only unequal ones are compared per bucket.
         """
         saved, verified_at, recent = self.t.store.rows(
             f"SELECT delete_counter, verified_at, deletes_by FROM {META}.state "
@@ -51,31 +52,36 @@ class Reconciler:
             [self.t.name],
         )[0]
         cascaded = self.cascade()
-        # Every delete production counted since the last sync is one this run cascaded. A
-        # delete the server has not yet added to its statistics (it reports within seconds)
-        # moves the counter at the next sync, which then compares, unless, by coincidence,
-        # a cascade reported late offsets it exactly: counting at least every VERIFY_EVERY
-        # bounds how long such a delete could stay in the store.
-        explained = counter_delta(saved, counter) == cascaded
+        # Either every delete production counted since the last sync is one this run
+        # cascaded, or production's net change in rows is the store's. A change the server
+        # has not yet added to its statistics (each session reports within seconds) moves
+        # them at the next sync, which then compares, unless, by coincidence, a change
+        # reported late offsets one exactly: counting at least every VERIFY_EVERY bounds
+        # how long such a delete could stay in the store. Under writes that never pause,
+        # some change is nearly always unreported yet, and the table is counted.
+        net = self.t.result.inserted - cascaded  # the store's rows: how many more than before
+        explained = counter_delta(saved, counter) == cascaded or live_delta(saved, counter) == net
         verified_lately = verified_at is not None and self.t.run_time - verified_at < VERIFY_EVERY
         if fresh or (explained and verified_lately):
             self.t.result.deletes_by = "snapshot" if fresh else "counter"
         else:
             self.t.result.deletes_by = "count"
             (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
-            if self.t.counts.total(self.t.c.source, self.t.width) != stored:
+            if self.t.ahead.total(self.t.c.source, self.t.width) != stored:
                 self.t.result.deletes_by = "buckets"
                 self.compare_buckets()
-        self.save_counter(counter, recent)
+        # what the history remembers: whether the counters sufficed (a count made only
+        # because one was due, which agreed, does not make the next runs count ahead)
+        sufficed = explained and self.t.result.deletes_by in ("counter", "count")
+        self.save_counter(counter, recent, "counter" if sufficed else self.t.result.deletes_by)
 
-    def save_counter(self, counter: DeleteCounter | None, recent: str | None) -> None:
-        """Keep this reading of the counter, how deletes were found (after the ``recent``
-        ones), and, unless the counter alone explained them, that production was counted."""
-        value = (
-            json.dumps({"epoch": counter.epoch, "deleted": counter.deleted}) if counter else None
-        )
+    def save_counter(self, counter: RowCounters | None, recent: str | None, how: str) -> None:
+        """Keep this reading of the counters, how deletes were found (``how``, after the
+        ``recent`` ones), and, unless the counters alone explained them, that production
+        was counted."""
+        value = counters_json(counter)
         by = self.t.result.deletes_by
-        history = ",".join([by, *(recent or "").split(",")][:HISTORY]).strip(",")
+        history = ",".join([how, *(recent or "").split(",")][:HISTORY]).strip(",")
         with self.t.store.transaction() as con:
             con.execute(
                 f"UPDATE {META}.state SET delete_counter = ?, deletes_by = ?, "
@@ -86,7 +92,7 @@ class Reconciler:
     def compare_buckets(self) -> None:
         """Compare row counts per bucket; re-read buckets the store lacks rows of (repair),
         and remove the store rows production no longer has from buckets that differ."""
-        prod = self.t.counts.buckets(self.t.c.source, self.t.width)
+        prod = self.t.ahead.buckets(self.t.c.source, self.t.width)
         store = dict(
             self.t.store.rows(
                 f"SELECT {BUCKET_COLUMN}, COUNT(*) FROM {q(self.t.name)} GROUP BY {BUCKET_COLUMN}"

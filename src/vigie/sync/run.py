@@ -13,10 +13,11 @@ from vigie.keys import Keys
 from vigie.policy.compile import CompiledTable
 from vigie.policy.hmac_engine import ENGINE, self_test
 from vigie.policy.load import load_policy
+from vigie.policy.model import Policy
 from vigie.sources import open_source
-from vigie.sources.base import DeleteCounter
+from vigie.sources.base import Filter, RowCounters, Source
 from vigie.stores.duckdb_store import META, Store
-from vigie.sync.counts import ProductionCounts, counter_delta
+from vigie.sync.ahead import ReadAhead, counter_delta
 from vigie.sync.deletes import VERIFY_EVERY
 from vigie.sync.plan import Plan, make_plan
 from vigie.sync.table import Progress, TableResult, TableSync
@@ -33,6 +34,7 @@ class SyncReport:
     seconds: float = 0.0
     hmac_engine: str = ENGINE
     counted_ahead: list[str] = field(default_factory=list)  # production counts read ahead
+    read_ahead: list[str] = field(default_factory=list)  # deltas read ahead (ReadAhead)
 
     @property
     def failed(self) -> list[TableResult]:
@@ -52,39 +54,104 @@ def sync(
     progress: Progress | None = None,
     batch_rows: int = 500_000,
 ) -> SyncReport:
-    """Copy production into the store under the policy. Returns the per-table report;
-    tables stopped by the content scan are marked failed there (the others go on)."""
+    """Copy production into the store under the policy, in one run that opens and closes
+    the store. Returns the per-table report; tables stopped by the content scan are marked
+    failed there (the others go on)."""
     started = time.perf_counter()
-    policy = load_policy(policy_path)
-    self_test(keys.pseudonym_key)
-    source = open_source(dsn)
-    try:
-        with Store(store_path, keys, create=True) as store:
-            counters = source.delete_counters()  # before the snapshot (see Source)
-            source.snapshot()
-            plan = make_plan(policy, source, store, keys.pseudonym_key)
-            counts = ProductionCounts(source)
-            try:
-                counts.start(_counts_needed(store, plan, counters))
-                now = datetime.now(UTC).replace(tzinfo=None)
-                run_id = _begin_run(store, dsn, policy.digest, now)
-                report = SyncReport(run_id, str(dsn), store_path, now, unlisted=plan.unlisted)
-                report.counted_ahead = counts.ahead
-                for compiled in plan.tables:
-                    name = compiled.policy.name
-                    table = TableSync(
-                        store, source, compiled, keys, run_id, now, progress, batch_rows,
-                        plan.cascades.get(name, ()), counters.get(name), counts,
-                    )  # fmt: skip
-                    report.tables.append(_run_table(store, run_id, table))
-                _end_run(store, run_id, report)
-            finally:
-                counts.close()
-        # the time includes closing the store: DuckDB's checkpoint of this run's changes
+    with Syncer(store_path, keys) as syncer:
+        report = syncer.run(dsn, policy_path, progress=progress, batch_rows=batch_rows)
+    report.seconds = time.perf_counter() - started  # opening and closing the store too
+    return report
+
+
+class Syncer:
+    """A store kept open for one sync run after another (``vigie sync --every``).
+
+    Each run is complete on its own (own snapshot, checkpointed into the store file at its
+    end); what the store keeps open between runs is DuckDB's cache of the blocks it read
+    and decrypted, which the next run's merges and cascades read again. The store file is
+    locked while the syncer holds it."""
+
+    def __init__(self, store_path: Path, keys: Keys) -> None:
+        self.store_path, self.keys = store_path, keys
+        self.store = Store(store_path, keys, create=True)
+        self._source: Source | None = None  # kept between runs that succeed
+        self._spares: list[Source] = []  # the read-ahead connections, likewise
+
+    def __enter__(self) -> Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._drop_source()
+        finally:
+            self.store.close()
+
+    def _drop_source(self) -> None:
+        spares, self._spares = self._spares, []
+        for spare in spares:
+            spare.close()
+        if self._source is not None:
+            source, self._source = self._source, None
+            source.close()
+
+    def run(
+        self,
+        dsn: Dsn,
+        policy_path: Path,
+        *,
+        progress: Progress | None = None,
+        batch_rows: int = 500_000,
+    ) -> SyncReport:
+        """One sync run; the policy file is read again each time."""
+        started = time.perf_counter()
+        policy = load_policy(policy_path)
+        self_test(self.keys.pseudonym_key)
+        if self._source is not None and self._source.dsn != dsn:
+            self._drop_source()
+        source = self._source = self._source or open_source(dsn)
+        try:
+            report = self._run(source, dsn, policy, progress, batch_rows)
+            source.release()  # the connection stays for the next run, not the snapshot
+        except BaseException:
+            self._drop_source()  # whatever went wrong, the next run connects afresh
+            raise
+        self.store.con.execute("CHECKPOINT")  # the run's changes into the store file
         report.seconds = time.perf_counter() - started
         return report
-    finally:
-        source.close()
+
+    def _run(
+        self, source: Source, dsn: Dsn, policy: Policy, progress: Progress | None, batch_rows: int
+    ) -> SyncReport:
+        store, keys = self.store, self.keys
+        counters = source.row_counters()  # before the snapshot (see Source)
+        source.snapshot()
+        ahead = ReadAhead(source, batch_rows, self._spares)
+        self._spares, done = [], False
+        try:
+            ahead.open()
+            plan = make_plan(policy, source, store, keys.pseudonym_key)
+            ahead.start(_counts_needed(store, plan, counters), _deltas(store, plan))
+            now = datetime.now(UTC).replace(tzinfo=None)
+            run_id = _begin_run(store, dsn, policy.digest, now)
+            report = SyncReport(run_id, str(dsn), self.store_path, now, unlisted=plan.unlisted)
+            report.counted_ahead = ahead.counted
+            for compiled in plan.tables:
+                name = compiled.policy.name
+                table = TableSync(
+                    store, source, compiled, keys, run_id, now, progress, batch_rows,
+                    plan.cascades.get(name, ()), counters.get(name), ahead,
+                )  # fmt: skip
+                report.tables.append(_run_table(store, run_id, table))
+            report.read_ahead = ahead.used
+            _end_run(store, run_id, report)
+            done = True
+        finally:
+            self._spares = ahead.close(keep=done)
+        return report
 
 
 def _run_table(store: Store, run_id: int, table: TableSync) -> TableResult:
@@ -98,10 +165,29 @@ def _run_table(store: Store, run_id: int, table: TableSync) -> TableResult:
     return result
 
 
+def _deltas(store: Store, plan: Plan) -> list[tuple[CompiledTable, Filter | None]]:
+    """The delta passes this run will make (loaded tables, no interrupted pass), in sync
+    order, with the rows each reads (see ``TableSync.where``)."""
+    state = {
+        name: (loaded, kind, wts if wts is not None else wint)
+        for name, loaded, kind, wts, wint in store.rows(
+            f"SELECT table_name, loaded, pass_kind, watermark_ts, watermark_int FROM {META}.state"
+        )
+    }
+    out = []
+    for table in plan.tables:
+        loaded, kind, watermark = state.get(table.policy.name, (False, None, None))
+        if loaded and kind is None:
+            cursor = table.policy.cursor
+            where = Filter(cursor, watermark, True) if cursor and watermark is not None else None
+            out.append((table, where))
+    return out
+
+
 def _counts_needed(
-    store: Store, plan: Plan, counters: dict[str, DeleteCounter]
+    store: Store, plan: Plan, counters: dict[str, RowCounters]
 ) -> list[tuple[CompiledTable, bool]]:
-    """Tables an incremental run will likely count in production (see ``ProductionCounts``):
+    """Tables an incremental run will likely count in production (see ``ReadAhead``):
     loaded, no interrupted pass, and either due for their periodic count (``VERIFY_EVERY``)
     or their delete counter moved and no cascade can explain it (roots: per-bucket counts,
     their totals will differ) or cascades did not explain it in one of the last runs
@@ -153,4 +239,4 @@ def _end_run(store: Store, run_id: int, report: SyncReport) -> None:
         )
 
 
-__all__ = ["SyncError", "SyncReport", "sync"]
+__all__ = ["SyncError", "SyncReport", "Syncer", "sync"]

@@ -37,9 +37,9 @@ from vigie.pipeline import fan_in, prefetch
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked, mask
 from vigie.policy.model import Keep
 from vigie.scan.detectors import scan_column
-from vigie.sources.base import CursorValue, DeleteCounter, Filter, KeyRange, Source
+from vigie.sources.base import CursorValue, Filter, KeyRange, RowCounters, Source
 from vigie.stores.duckdb_store import META, Store, q
-from vigie.sync.counts import ProductionCounts
+from vigie.sync.ahead import Delta, ReadAhead
 from vigie.sync.deletes import Reconciler, one
 
 Progress = Callable[[str, int, int | None], None]  # table, rows done in this pass, total
@@ -98,8 +98,8 @@ class TableSync:
         progress: Progress | None = None,
         batch_rows: int = 500_000,
         cascades: tuple[tuple[str, str, str], ...] = (),
-        delete_counter: DeleteCounter | None = None,
-        counts: ProductionCounts | None = None,
+        delete_counter: RowCounters | None = None,
+        ahead: ReadAhead | None = None,
     ) -> None:
         self.store, self.source, self.c = store, source, compiled
         self.keys, self.run_id, self.run_time = keys, run_id, run_time
@@ -112,7 +112,7 @@ class TableSync:
         self.chunks: list[Chunk] = []
         self.cascades = cascades  # (column, parent table, parent key column)
         self.delete_counter = delete_counter  # read before the run's snapshot
-        self.counts = counts or ProductionCounts(source)  # production counts, maybe ahead
+        self.ahead = ahead or ReadAhead(source)  # production counts and deltas, maybe ahead
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -203,11 +203,23 @@ class TableSync:
     # -- passes ----------------------------------------------------------------------------
 
     def start_pass(self, kind: str, start: CursorValue | None) -> None:
-        target = self.source.max_value(self.c.source, self.cursor) if self.cursor else None
+        ahead = self.ahead.delta(self.c.source, self.where(start)) if kind == "delta" else None
+        if ahead is not None:
+            target = ahead.target
+        else:
+            target = self.source.max_value(self.c.source, self.cursor) if self.cursor else None
         chunks = self.plan_chunks() if kind == "full" else [Chunk()]
         with self.store.transaction() as con:
             self.save_pass(con, kind, start, self.bucket_floor(target), chunks)
-        self.run_pass(self.load_state(), resumed=False)
+        self.run_pass(self.load_state(), resumed=False, ahead=ahead)
+
+    def where(self, start: CursorValue | None) -> Filter | None:
+        """The rows a pass from ``start`` reads: those whose cursor is at or past it."""
+        return (
+            Filter(self.cursor, start, inclusive=True)
+            if start is not None and self.cursor
+            else None
+        )
 
     def plan_chunks(self) -> list[Chunk]:
         """Key ranges (whole buckets) of about ``batch_rows`` rows each, by the table's
@@ -234,7 +246,7 @@ class TableSync:
             return (value // self.width) * self.width
         return value
 
-    def run_pass(self, state: _State, resumed: bool) -> None:
+    def run_pass(self, state: _State, resumed: bool, ahead: Delta | None = None) -> None:
         kind = state.pass_kind
         assert kind is not None
         self.result.passes.append(kind + (" (resumed)" if resumed else ""))
@@ -242,17 +254,17 @@ class TableSync:
         pending = [i for i, c in enumerate(self.chunks) if not c.done]
         if kind == "full" and resumed:
             self.discard_partial(pending)
-        where = None
-        if state.pass_from is not None and self.cursor:
-            where = Filter(self.cursor, state.pass_from, inclusive=True)
+        where = self.where(state.pass_from)
         total = self.source.estimate_rows(self.c.source) if kind == "full" else None
-        readers = self.source.readers(PARALLEL_READERS if len(pending) > 1 else 1)
+        readers = [] if ahead else self.source.readers(PARALLEL_READERS if len(pending) > 1 else 1)
         work: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in pending:
             work.put(i)
         done = 0
         try:
             producers = [self.produce(r, work, where) for r in readers]
+            if ahead:  # one open chunk (a delta pass), read ahead
+                producers = [iter([*((0, b) for b in ahead.batches), (0, None)])]
             for index, masked in prefetch(self.prepare(fan_in(producers))):
                 if masked is None:
                     self.finish_chunk(index)
