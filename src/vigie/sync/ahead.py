@@ -17,13 +17,20 @@ would have read.
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from vigie.policy.compile import CompiledTable
 from vigie.sources.base import CursorValue, Filter, KeyRange, RowCounters, Source, SourceTable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class Delta:
 class ReadAhead:
     """Row counts, per-bucket counts and deltas of production, read ahead where possible."""
 
+    WORKERS = 2
+
     def __init__(
         self, source: Source, batch_rows: int = 500_000, spares: list[Source] | None = None
     ) -> None:
@@ -45,67 +54,81 @@ class ReadAhead:
         self._spares = list(spares or [])  # readers an earlier run kept (``close(keep=True)``)
         self._batch_rows = batch_rows
         self._readers: list[Source] = []
-        self._pools: list[ThreadPoolExecutor] = []
+        self._threads: list[threading.Thread] = []
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[Source], Any]] | None]
+        self._tasks = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._totals: dict[str, Future[int]] = {}
         self._buckets: dict[str, Future[dict[int, int]]] = {}
         self._deltas: dict[str, Future[Delta | None]] = {}
         self.used: list[str] = []  # the tables whose delta the foreground took from here
-        self._delta_pool: ThreadPoolExecutor | None = None
-        self._count_pool: ThreadPoolExecutor | None = None
-        self._delta_reader: Future[Source]
-        self._count_reader: Future[Source]
 
     def open(self) -> None:
-        """Open the two extra connections, in their own threads, while the foreground plans.
-        Nothing opens on a source that cannot share its snapshot."""
-        if self._source.shares_snapshot:
-            self._delta_pool, self._delta_reader = self._connect("vigie-ahead-delta")
-            self._count_pool, self._count_reader = self._connect("vigie-ahead-count")
+        """Start the workers, each opening its connection sharing the run's snapshot (or
+        taking a spare) while the foreground plans. Nothing starts on a source that cannot
+        share its snapshot."""
+        if not self._source.shares_snapshot:
+            return
+        for i in range(self.WORKERS):
+            spare = self._spares.pop() if self._spares else None
+            worker = threading.Thread(
+                target=self._work, args=(spare,), name=f"vigie-ahead-{i}", daemon=True
+            )
+            worker.start()
+            self._threads.append(worker)
+
+    def _work(self, spare: Source | None) -> None:
+        """One worker: its own connection, then tasks off the shared queue, in order."""
+        try:
+            reader: Source | None = self._source.reader(spare)
+            failure: BaseException | None = None
+        except BaseException as exc:  # every task it takes then fails with this
+            reader, failure = None, exc
+        if reader is not None:
+            with self._lock:
+                self._readers.append(reader)
+        while (item := self._tasks.get()) is not None:
+            future, task = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                if reader is None:
+                    assert failure is not None
+                    raise failure
+                future.set_result(task(reader))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _submit(self, task: Callable[[Source], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._tasks.put((future, task))
+        return future
 
     def start(
         self,
         counts: list[tuple[CompiledTable, bool]],
         deltas: list[tuple[CompiledTable, Filter | None]],
     ) -> None:
-        """Begin reading ``deltas`` on one extra connection and counting ``counts`` (with
-        per-bucket counts where the flag is set) on the other, each list in its order."""
-        if self._delta_pool is None or self._count_pool is None:
+        """Queue the reads, for the workers to take in this order: ``deltas`` (in sync
+        order: every table's passes can start early), then per-bucket counts, then row
+        counts (each needed only when a table's deletes are checked)."""
+        if not self._threads:
             return  # not opened: everything is read when it is asked for
         for table, where in deltas:
-            name = table.policy.name
-            self._deltas[name] = self._delta_pool.submit(
-                self._read_delta, self._delta_reader, table, where
+            self._deltas[table.policy.name] = self._submit(
+                partial(self._read_delta, table=table, where=where)
             )
-        reader = self._count_reader
-        for table, per_bucket in counts:
+        for table, per_bucket in sorted(counts, key=lambda c: not c[1]):
             name = table.policy.name
             if per_bucket:
-                self._buckets[name] = self._count_pool.submit(
-                    lambda t: reader.result().bucket_counts(t.source, t.bucket_width), table
-                )
+                self._buckets[name] = self._submit(partial(_bucket_counts, table))
             else:
-                self._totals[name] = self._count_pool.submit(
-                    lambda t: reader.result().row_count(t.source), table
-                )
-
-    def _connect(self, name: str) -> tuple[ThreadPoolExecutor, Future[Source]]:
-        """A thread and its connection sharing the run's snapshot (opened in that thread,
-        so the foreground does not wait for it)."""
-        pool = ThreadPoolExecutor(1, thread_name_prefix=name)
-        self._pools.append(pool)
-        spare = self._spares.pop() if self._spares else None
-
-        def connect() -> Source:
-            reader = self._source.reader(spare)
-            self._readers.append(reader)
-            return reader
-
-        return pool, pool.submit(connect)
+                self._totals[name] = self._submit(partial(_row_count, table))
 
     def _read_delta(
-        self, reader: Future[Source], table: CompiledTable, where: Filter | None
+        self, source: Source, table: CompiledTable, where: Filter | None
     ) -> Delta | None:
-        source, cursor = reader.result(), table.policy.cursor
+        cursor = table.policy.cursor
         target = source.max_value(table.source, cursor) if cursor else None
         batches, rows = [], 0
         columns = list(table.read_columns)
@@ -140,13 +163,29 @@ class ReadAhead:
         future = self._buckets.get(table.name)
         return future.result() if future else self._source.bucket_counts(table, width)
 
+    def ready(self, table: str, delta: bool) -> bool:
+        """Whether the table's delta (or else its counts) can be taken without waiting for
+        the workers (or are not read ahead at all)."""
+        futures = [self._deltas.get(table)] if delta else [self._buckets.get(table),
+                                                            self._totals.get(table)]  # fmt: skip
+        return all(f is None or f.done() for f in futures)
+
     def close(self, keep: bool = False) -> list[Source]:
-        """Stop reading ahead; with ``keep``, end the readers' snapshots but return their
-        connections, for the next run to reuse (``spares``), else close them."""
-        for pool in self._pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-        readers, self._readers = [*self._readers, *self._spares], []
-        self._spares = []
+        """Stop reading ahead (what is queued is dropped; what runs is waited for); with
+        ``keep``, end the readers' snapshots but return their connections, for the next
+        run to reuse (``spares``), else close them."""
+        while True:
+            try:
+                item = self._tasks.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._tasks.put(None)
+        for worker in self._threads:
+            worker.join()
+        readers, self._readers, self._spares = [*self._readers, *self._spares], [], []
         if keep:
             for reader in readers:
                 reader.release()
@@ -154,6 +193,14 @@ class ReadAhead:
         for reader in readers:
             reader.close()
         return []
+
+
+def _bucket_counts(table: CompiledTable, reader: Source) -> dict[int, int]:
+    return reader.bucket_counts(table.source, table.bucket_width)
+
+
+def _row_count(table: CompiledTable, reader: Source) -> int:
+    return reader.row_count(table.source)
 
 
 def counter_delta(saved: str | None, now: RowCounters | None) -> int | None:

@@ -139,13 +139,9 @@ class Syncer:
             run_id = _begin_run(store, dsn, policy.digest, now)
             report = SyncReport(run_id, str(dsn), self.store_path, now, unlisted=plan.unlisted)
             report.counted_ahead = ahead.counted
-            for compiled in plan.tables:
-                name = compiled.policy.name
-                table = TableSync(
-                    store, source, compiled, keys, run_id, now, progress, batch_rows,
-                    plan.cascades.get(name, ()), counters.get(name), ahead,
-                )  # fmt: skip
-                report.tables.append(_run_table(store, run_id, table))
+            tables = [_table_sync(self, source, c, run_id, now, plan, counters, ahead, progress,
+                                  batch_rows) for c in plan.tables]  # fmt: skip
+            report.tables = _run_tables(store, run_id, tables, ahead)
             report.read_ahead = ahead.used
             _end_run(store, run_id, report)
             done = True
@@ -154,15 +150,48 @@ class Syncer:
         return report
 
 
-def _run_table(store: Store, run_id: int, table: TableSync) -> TableResult:
-    """Sync one table and record its result; a content-scan hit stops only that table."""
-    try:
-        result = table.run()
-    except ScanHit as exc:
-        result = table.result
-        result.status, result.message = "stopped", str(exc)
-    _record_table(store, run_id, result)
-    return result
+def _table_sync(syncer: Syncer, source: Source, compiled: CompiledTable, run_id: int,
+                now: datetime, plan: Plan, counters: dict[str, RowCounters], ahead: ReadAhead,
+                progress: Progress | None, batch_rows: int) -> TableSync:  # fmt: skip
+    name = compiled.policy.name
+    return TableSync(
+        syncer.store, source, compiled, syncer.keys, run_id, now, progress, batch_rows,
+        plan.cascades.get(name, ()), counters.get(name), ahead,
+    )  # fmt: skip
+
+
+def _run_tables(
+    store: Store, run_id: int, tables: list[TableSync], ahead: ReadAhead
+) -> list[TableResult]:
+    """Every table's passes and deletes, each step as soon as it can go: a pass once its
+    delta is read (ahead), a table's deletes once its passes are done, the tables it
+    cascades from have had theirs and its production counts are read (ahead). Among the
+    steps that can go, the first in sync order; when none can without waiting, the first
+    that may (it then waits for what it needs). A content-scan hit stops only its table."""
+    steps = [(t, "pass") for t in tables]
+    names = {t.name for t in tables}
+    done: set[str] = set()  # tables whose deletes are done (or that stopped)
+    while steps:
+        allowed = [s for s in steps if s[1] == "pass" or _parents(s[0]) & names <= done]
+        table, kind = next((s for s in allowed if ahead.ready(s[0].name, s[1] == "pass")),
+                           allowed[0])  # fmt: skip
+        steps.remove((table, kind))
+        try:
+            if kind == "pass":
+                table.run_passes()
+                steps.append((table, "deletes"))
+                steps.sort(key=lambda s: tables.index(s[0]))
+                continue
+            table.reconcile()
+        except ScanHit as exc:
+            table.result.status, table.result.message = "stopped", str(exc)
+        done.add(table.name)
+        _record_table(store, run_id, table.result)
+    return [t.result for t in tables]
+
+
+def _parents(table: TableSync) -> set[str]:
+    return {parent for _, parent, _ in table.cascades}
 
 
 def _deltas(store: Store, plan: Plan) -> list[tuple[CompiledTable, Filter | None]]:

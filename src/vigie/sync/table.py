@@ -113,23 +113,35 @@ class TableSync:
         self.cascades = cascades  # (column, parent table, parent key column)
         self.delete_counter = delete_counter  # read before the run's snapshot
         self.ahead = ahead or ReadAhead(source)  # production counts and deltas, maybe ahead
+        self.fresh = False  # loaded whole from this run's snapshot: no delete to look for
 
     # -- entry -----------------------------------------------------------------------------
 
     def run(self) -> TableResult:
+        """The table's passes, then its deletes (see ``run_passes`` and ``reconcile``)."""
+        self.run_passes()
+        return self.reconcile()
+
+    def run_passes(self) -> None:
+        """Bring the store up to this run's snapshot for every insert and update."""
         started = time.perf_counter()
         self.ensure_table()
         state = self.load_state()
-        fresh = False
         if state.pass_kind is not None:
             self.run_pass(state, resumed=True)  # finish what an interrupted run began
         elif not state.loaded:
             self.start_pass("full", None)
-            fresh = True  # the whole table from this run's snapshot, in one pass
+            self.fresh = True  # the whole table from this run's snapshot, in one pass
         else:  # changed rows by cursor; without a cursor, every row, merged
             self.start_pass("delta", state.watermark if self.cursor else None)
-        Reconciler(self).reconcile(self.delete_counter, fresh)
-        self.result.seconds = time.perf_counter() - started
+        self.result.seconds += time.perf_counter() - started
+
+    def reconcile(self) -> TableResult:
+        """Remove what production deleted; needs this table's passes done, and its cascade
+        parents reconciled in this run (their deleted keys)."""
+        started = time.perf_counter()
+        Reconciler(self).reconcile(self.delete_counter, self.fresh)
+        self.result.seconds += time.perf_counter() - started
         return self.result
 
     # -- store table and state -------------------------------------------------------------
