@@ -39,7 +39,7 @@ def test_a_store_kept_open_syncs_run_after_run_exactly(any_dsn, keys, tmp_path):
             assert by_table["connection_events"].inserted >= 1
             assert by_table["devices"].updated >= 1
             expected = [t.table for t in report.tables] if any_dsn.engine == "postgresql" else []
-            assert report.read_ahead == expected
+            assert sorted(report.read_ahead) == sorted(expected)  # taken as they come
     fresh = tmp_path / "fresh" / "vigie.duckdb"
     sync(any_dsn, EXAMPLE_POLICY, fresh, keys)
     assert store_content(kept, keys) == store_content(fresh, keys)
