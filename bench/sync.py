@@ -73,12 +73,11 @@ def phase_every(dsn: str, store: Path, keyfile: Path) -> dict[str, object]:
     from vigie.keys import load_keys
     from vigie.sync.run import Syncer
 
-    rounds = []
+    rounds, production = [], parse_dsn(dsn)
     with Syncer(store, load_keys(keyfile)) as syncer:
         for i in range(3):
-            tick_fleet(parse_dsn(dsn), minutes=10, seed=int(time.time()) % 10_000 + i)
-            report = syncer.run(parse_dsn(dsn), POLICY)
-            rounds.append(_summary(report))
+            tick_fleet(production, minutes=10, seed=int(time.time()) % 10_000 + i)
+            rounds.append(_summary(syncer.run(production, POLICY)))
     return {"rounds": rounds}
 
 

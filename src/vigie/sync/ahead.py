@@ -2,21 +2,21 @@
 
 Reading production is most of an incremental sync's time, and none of it depends on the
 store. Where the source can share the run's snapshot with other connections (PostgreSQL),
-two extra connections work while the foreground merges and deletes in the store:
-- *deltas*: for every loaded table, in sync order, the cursor's target and the rows whose
-  cursor moved (``TableSync`` takes them instead of reading; a delta larger than
+two workers, each with its own such connection (opened while the run plans, or kept from
+the last run), take reads off one queue while the foreground merges and deletes:
+- first every loaded table's *delta*, in sync order: the cursor's target and the rows
+  whose cursor moved (``TableSync`` takes them instead of reading; a delta larger than
   ``2 * batch_rows`` rows is left for the table to stream itself);
-- *counts*: the row counts the delete check will likely need (``sync.run._counts_needed``
-  chooses them); tables no cascade can explain (roots such as ``users``) get per-bucket
-  counts at once, since their totals will differ.
+- then the *counts* the delete check will likely need (``sync.run._counts_needed``
+  chooses them): per-bucket counts for tables no cascade can explain (roots such as
+  ``users``, whose totals will differ), then row counts.
 What nobody asked for ahead is read when it is asked for, as everywhere on SQLite and MySQL.
-Both come from the run's snapshot, so what is read ahead is exactly what the foreground
-would have read.
+Everything comes from the run's snapshot, so what is read ahead is exactly what the
+foreground would have read.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from vigie.policy.compile import CompiledTable
-from vigie.sources.base import CursorValue, Filter, KeyRange, RowCounters, Source, SourceTable
+from vigie.sources.base import CursorValue, Filter, KeyRange, Source, SourceTable
 
 T = TypeVar("T")
 
@@ -201,37 +201,3 @@ def _bucket_counts(table: CompiledTable, reader: Source) -> dict[int, int]:
 
 def _row_count(table: CompiledTable, reader: Source) -> int:
     return reader.row_count(table.source)
-
-
-def counter_delta(saved: str | None, now: RowCounters | None) -> int | None:
-    """Rows production deleted since the ``saved`` reading (JSON, as the store keeps it),
-    or None when there is no pair of readings from the same epoch to compare."""
-    if now is None or not saved:
-        return None
-    before = json.loads(saved)
-    return now.deleted - int(before["deleted"]) if before["epoch"] == now.epoch else None
-
-
-def live_delta(saved: str | None, now: RowCounters | None) -> int | None:
-    """How far production's live row count moved since the ``saved`` reading, or None
-    when the readings do not compare (another epoch, a vacuum or analyze in between)."""
-    if now is None or now.live is None or not saved:
-        return None
-    before = json.loads(saved)
-    if before.get("live_epoch") != now.live_epoch or before.get("live") is None:
-        return None
-    return now.live - int(before["live"])
-
-
-def counters_json(counters: RowCounters | None) -> str | None:
-    """A reading of the counters as the store keeps it (``state.delete_counter``)."""
-    if counters is None:
-        return None
-    return json.dumps(
-        {
-            "epoch": counters.epoch,
-            "deleted": counters.deleted,
-            "live_epoch": counters.live_epoch,
-            "live": counters.live,
-        }
-    )

@@ -8,6 +8,7 @@ anti-joined. Children of deleted parents (ON DELETE CASCADE) go with them, by ke
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,6 @@ import pyarrow as pa
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
 from vigie.sources.base import KeyRange, RowCounters, bucketed
 from vigie.stores.duckdb_store import META, q
-from vigie.sync.ahead import counter_delta, counters_json, live_delta
 
 if TYPE_CHECKING:
     from vigie.sync.table import TableSync
@@ -173,6 +173,40 @@ class Reconciler:
         finally:
             self.t.store.con.execute("DROP TABLE IF EXISTS vigie_live_keys")
             self.t.store.con.unregister("vigie_live")
+
+
+def counter_delta(saved: str | None, now: RowCounters | None) -> int | None:
+    """Rows production deleted since the ``saved`` reading (JSON, as the store keeps it),
+    or None when there is no pair of readings from the same epoch to compare."""
+    if now is None or not saved:
+        return None
+    before = json.loads(saved)
+    return now.deleted - int(before["deleted"]) if before["epoch"] == now.epoch else None
+
+
+def live_delta(saved: str | None, now: RowCounters | None) -> int | None:
+    """How far production's live row count moved since the ``saved`` reading, or None
+    when the readings do not compare (another epoch, a vacuum or analyze in between)."""
+    if now is None or now.live is None or not saved:
+        return None
+    before = json.loads(saved)
+    if before.get("live_epoch") != now.live_epoch or before.get("live") is None:
+        return None
+    return now.live - int(before["live"])
+
+
+def counters_json(counters: RowCounters | None) -> str | None:
+    """A reading of the counters as the store keeps it (``state.delete_counter``)."""
+    if counters is None:
+        return None
+    return json.dumps(
+        {
+            "epoch": counters.epoch,
+            "deleted": counters.deleted,
+            "live_epoch": counters.live_epoch,
+            "live": counters.live,
+        }
+    )
 
 
 def one(con: Any, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:

@@ -17,10 +17,10 @@ from vigie.policy.model import Policy
 from vigie.sources import open_source
 from vigie.sources.base import Filter, RowCounters, Source
 from vigie.stores.duckdb_store import META, Store
-from vigie.sync.ahead import ReadAhead, counter_delta
-from vigie.sync.deletes import VERIFY_EVERY
+from vigie.sync.ahead import ReadAhead
+from vigie.sync.deletes import VERIFY_EVERY, counter_delta
 from vigie.sync.plan import Plan, make_plan
-from vigie.sync.table import Progress, TableResult, TableSync
+from vigie.sync.table import Progress, TableResult, TableSync, delta_filter, watermark
 
 
 @dataclass
@@ -139,8 +139,12 @@ class Syncer:
             run_id = _begin_run(store, dsn, policy.digest, now)
             report = SyncReport(run_id, str(dsn), self.store_path, now, unlisted=plan.unlisted)
             report.counted_ahead = ahead.counted
-            tables = [_table_sync(self, source, c, run_id, now, plan, counters, ahead, progress,
-                                  batch_rows) for c in plan.tables]  # fmt: skip
+            tables = [
+                TableSync(store, source, c, keys, run_id, now, progress, batch_rows,
+                          plan.cascades.get(c.policy.name, ()), counters.get(c.policy.name),
+                          ahead)
+                for c in plan.tables
+            ]  # fmt: skip
             report.tables = _run_tables(store, run_id, tables, ahead)
             report.read_ahead = ahead.used
             _end_run(store, run_id, report)
@@ -148,16 +152,6 @@ class Syncer:
         finally:
             self._spares = ahead.close(keep=done)
         return report
-
-
-def _table_sync(syncer: Syncer, source: Source, compiled: CompiledTable, run_id: int,
-                now: datetime, plan: Plan, counters: dict[str, RowCounters], ahead: ReadAhead,
-                progress: Progress | None, batch_rows: int) -> TableSync:  # fmt: skip
-    name = compiled.policy.name
-    return TableSync(
-        syncer.store, source, compiled, syncer.keys, run_id, now, progress, batch_rows,
-        plan.cascades.get(name, ()), counters.get(name), ahead,
-    )  # fmt: skip
 
 
 def _run_tables(
@@ -196,20 +190,18 @@ def _parents(table: TableSync) -> set[str]:
 
 def _deltas(store: Store, plan: Plan) -> list[tuple[CompiledTable, Filter | None]]:
     """The delta passes this run will make (loaded tables, no interrupted pass), in sync
-    order, with the rows each reads (see ``TableSync.where``)."""
+    order, with the rows each reads (as ``TableSync.run_passes`` will ask for them)."""
     state = {
-        name: (loaded, kind, wts if wts is not None else wint)
+        name: (loaded, kind, watermark(wts, wint))
         for name, loaded, kind, wts, wint in store.rows(
             f"SELECT table_name, loaded, pass_kind, watermark_ts, watermark_int FROM {META}.state"
         )
     }
     out = []
     for table in plan.tables:
-        loaded, kind, watermark = state.get(table.policy.name, (False, None, None))
+        loaded, kind, start = state.get(table.policy.name, (False, None, None))
         if loaded and kind is None:
-            cursor = table.policy.cursor
-            where = Filter(cursor, watermark, True) if cursor and watermark is not None else None
-            out.append((table, where))
+            out.append((table, delta_filter(table.policy.cursor, start)))
     return out
 
 

@@ -202,7 +202,14 @@ class TableSync:
             return _State()
         loaded, wts, wint, kind, fts, fint, tts, tint, chunks = row[0]
         parsed = [Chunk(**c) for c in json.loads(chunks)] if chunks else []
-        return _State(bool(loaded), _v(wts, wint), kind, _v(fts, fint), _v(tts, tint), parsed)
+        return _State(
+            bool(loaded),
+            watermark(wts, wint),
+            kind,
+            watermark(fts, fint),
+            watermark(tts, tint),
+            parsed,
+        )
 
     def save_pass(self, con: Any, kind: str | None, start: CursorValue | None,
                   target: CursorValue | None, chunks: list[Chunk] | None) -> None:  # fmt: skip
@@ -226,12 +233,7 @@ class TableSync:
         self.run_pass(self.load_state(), resumed=False, ahead=ahead)
 
     def where(self, start: CursorValue | None) -> Filter | None:
-        """The rows a pass from ``start`` reads: those whose cursor is at or past it."""
-        return (
-            Filter(self.cursor, start, inclusive=True)
-            if start is not None and self.cursor
-            else None
-        )
+        return delta_filter(self.cursor, start)
 
     def plan_chunks(self) -> list[Chunk]:
         """Key ranges (whole buckets) of about ``batch_rows`` rows each, by the table's
@@ -484,8 +486,15 @@ def _chunks_json(chunks: list[Chunk] | None) -> str | None:
     return None if chunks is None else json.dumps([asdict(c) for c in chunks])
 
 
-def _v(ts: datetime | None, num: int | None) -> CursorValue | None:
+def watermark(ts: datetime | None, num: int | None) -> CursorValue | None:
+    """A cursor value as the state table keeps it (a timestamp or an integer column)."""
     return ts if ts is not None else num
+
+
+def delta_filter(cursor: str | None, start: CursorValue | None) -> Filter | None:
+    """The rows a pass from ``start`` reads: those whose cursor is at or past it (all rows
+    of a table without a cursor, or before any watermark)."""
+    return Filter(cursor, start, inclusive=True) if start is not None and cursor else None
 
 
 def _split(value: CursorValue | None) -> tuple[datetime | None, int | None]:
