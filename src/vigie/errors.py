@@ -12,6 +12,7 @@ prints or exits.
     ├── PolicyError             the policy file is invalid (file, line, column)
     ├── KeyfileError            keyfile missing, unreadable, loose mode, wrong key
     ├── StoreError              store missing, loose file modes, cannot be opened
+    │   └── StoreNonConforming  `vigie store verify` found the store off its policy
     └── SyncError               a sync stage stopped; nothing of the failing batch was loaded
         ├── UnclassifiedColumns default deny: production has columns the policy does not name
         ├── SchemaDrift         a column changed type since the policy/store were made
@@ -80,6 +81,12 @@ class StoreError(VigieError):
     """The analytics store cannot be opened or is not protected as required."""
 
     exit_code = 5
+
+
+class StoreNonConforming(StoreError):
+    """The store holds what the policy does not allow, or is not protected as required."""
+
+    exit_code = 7
 
 
 class SyncError(VigieError):

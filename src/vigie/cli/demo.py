@@ -9,7 +9,7 @@ import typer
 
 from vigie.cli.kpi import render_result
 from vigie.cli.render import console, fleet_summary, generate_progress
-from vigie.cli.sync import run_sync
+from vigie.cli.sync import Console
 from vigie.db.dsn import parse_dsn
 from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
@@ -20,6 +20,7 @@ from vigie.kpi.engine import default_range, run_kpi
 from vigie.kpi.load import load_metrics
 from vigie.kpi.query import KpiQuery
 from vigie.stores.duckdb_store import Store
+from vigie.sync.service import SyncService, SyncSettings
 
 FLEET_POLICY = Path(__file__).resolve().parent.parent / "fleet" / "fleet-policy.yaml"
 
@@ -52,11 +53,13 @@ def demo(
         console.print(f"New keyfile {keyfile} (0600): keep it apart from the store.")
     console.print(f"Policy: {FLEET_POLICY} (default deny; secrets dropped, PII pseudonymized)")
     store = workdir / "store" / "vigie.duckdb"
-    run_sync(str(dsn), FLEET_POLICY, store, keyfile)
+    keys = load_keys(keyfile)
+    with SyncService(SyncSettings(dsn, FLEET_POLICY, store), keys, Console(keys.source)) as sync:
+        sync.run_once()
 
     console.rule("[bold]3. KPIs from the store (cells under k users suppressed)")
     metrics = load_metrics()
-    with Store(store, load_keys(keyfile)) as s:
+    with Store(store, keys) as s:
         for name, by in (("connection_error_rate", ("firmware",)), ("device_activations", ())):
             query = default_range(s, metrics, KpiQuery(name, by))
             render_result(run_kpi(s, metrics, query), metrics.kpis[name].description, "table")

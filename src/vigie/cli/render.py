@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,6 +21,8 @@ from vigie.errors import VigieError
 from vigie.fleet.inspect import TableSummary
 from vigie.fleet.tick import TickReport
 from vigie.policy.model import Policy
+from vigie.stores.checks import Finding
+from vigie.sync.converge import PolicyChanges
 from vigie.sync.run import SyncReport
 
 console = Console(highlight=False, soft_wrap=True)  # long paths stay whole (and greppable)
@@ -147,6 +150,25 @@ def sync_progress() -> Iterator[Callable[[str, int, int | None], None]]:
         yield update
 
 
+def policy_changes(changes: PolicyChanges) -> None:
+    """What converging the store to a changed policy will do, before it is done."""
+    console.print("[bold]The policy changed; the store converges to it first:[/]")
+    for line in changes.lines():
+        console.print(f"  {escape(line)}")
+
+
+def findings(path: object, found: list[Finding]) -> None:
+    """`vigie store verify`: one finding per line, then the verdict."""
+    for f in found:
+        console.print(f"[red]FAIL[/] {escape(str(f))}")
+    if found:
+        console.print(
+            f"[red]Store {escape(str(path))} does not conform: {len(found)} finding(s).[/]"
+        )
+    else:
+        console.print(f"[green]Store {escape(str(path))} conforms to the policy.[/]")
+
+
 def sync_summary(report: SyncReport, keys_source: str) -> None:
     table = Table(title=f"Sync run {report.run_id} → {report.store}", title_justify="left")
     for col in ("table", "passes", "inserted", "updated", "deleted", "rows/s", "status"):
@@ -156,7 +178,8 @@ def sync_summary(report: SyncReport, keys_source: str) -> None:
     for t in report.tables:
         rate = f"{t.rows / t.seconds:,.0f}" if t.seconds and t.rows else ""
         status = "[green]ok[/]" if t.status == "ok" else f"[red]{t.status}[/]"
-        table.add_row(t.table, ", ".join(t.passes), f"{t.inserted:,}", f"{t.updated:,}",
+        passes = [f"backfill ({len(t.backfilled)} col.)"] if t.backfilled else []
+        table.add_row(t.table, ", ".join(passes + t.passes), f"{t.inserted:,}", f"{t.updated:,}",
                       f"{t.deleted:,}", rate, status)  # fmt: skip
     console.print(table)
     console.print(

@@ -13,7 +13,8 @@ from vigie.errors import UsageError
 from vigie.kpi.model import Metrics, ShareWithin
 from vigie.kpi.query import KpiQuery, compile_query, population_sql, q, validate
 from vigie.kpi.suppress import Cell, suppress
-from vigie.stores.duckdb_store import META, Store
+from vigie.stores.duckdb_store import Store
+from vigie.stores.meta import META
 
 ROLLUPS = "_vigie_kpi"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from vigie.policy.model import DataClass
+from vigie.scan.column import name_hit
 from vigie.scan.detectors import scan_column
 from vigie.sources.base import SourceColumn
 
@@ -23,8 +24,15 @@ _SECRET = re.compile(
 _PII = re.compile(
     r"e_?mail|phone|mobile|(^|_)name$|full_?name|first_?name|last_?name|nickname|address|"
     r"street|ssid|(^|_)mac($|_)|(^|_)ip($|_)|birth|dob|(^|_)lat|(^|_)lon|lng|gps|location|"
-    r"height|weight|bone|health|gender|passport|licen[cs]e|serial"
+    r"height|weight|bone|health|gender|passport|licen[cs]e|serial|label|note|comment|"
+    r"descr|memo|message|remark|(^|_)text$|title|alias|caption|wifi|network|household|"
+    r"owner|contact|(^|_)bio$|about"
 )
+# In a sample, a text column whose values are mostly distinct is an identifier or free
+# text; one whose values read like sentences is free text. Neither is ever suggested keep.
+_SAMPLE_DISTINCT = 0.5
+_SAMPLE_MIN = 20
+_FREE_TEXT_CHARS = 24
 _QUASI = re.compile(r"zip|postal|postcode|country|city|region|birth_?year|(^|_)age$|locale")
 _IDENT = re.compile(r"(^|_)(id|uuid|guid)$")
 
@@ -48,8 +56,13 @@ def domain_for(table: str, column: str) -> str:
 def guess(table: str, col: SourceColumn, sample: pl.Series | None = None) -> Guess:
     name = col.name.lower()
     hits = []
-    if sample is not None and col.kind == "text":
-        hits = scan_column(col.name, sample.cast(pl.String), set())
+    text = (
+        sample.cast(pl.String).drop_nulls() if sample is not None and col.kind == "text" else None
+    )
+    if text is not None:
+        hits = scan_column(col.name, text, set())
+        if (found := name_hit(col.name, text.unique())) is not None:
+            hits.append(found)
     if _SECRET.search(name) or any(h.detector in ("token", "card") for h in hits):
         why = f"values look like {hits[0].detector}s" if hits else "name suggests a secret"
         return Guess("secret", "drop", why)
@@ -61,14 +74,32 @@ def guess(table: str, col: SourceColumn, sample: pl.Series | None = None) -> Gue
             return Guess("pii", "generalize: ip_prefix", "values look like IP addresses")
         if detector == "email":
             return Guess("pii", "pseudonymize: email", "values look like e-mail addresses")
+        if detector == "person_name":
+            return Guess("pii", "drop", f"values hold person names ({hits[0].detail})")
         return Guess("pii", "drop", f"values look like {detector} values")
     if _PII.search(name):
         if re.search(r"(^|_)ip($|_)", name):
             return Guess("pii", "generalize: ip_prefix", "name suggests an IP address")
         return Guess("pii", "drop", "name suggests personal data")
+    if text is not None and (reason := _identifying(text)):
+        return Guess("pii", "drop", reason)
     if _QUASI.search(name):
         keepable = col.kind == "text" and name.startswith(("country", "locale"))
         return Guess("quasi", "keep" if keepable else "drop", "name suggests a quasi-identifier")
     if col.kind == "other":
         return Guess("pii", "drop", f"unknown type {col.raw_type}: dropped until reviewed")
     return Guess("public", "keep", "no sign of personal data in name or values")
+
+
+def _identifying(values: pl.Series) -> str | None:
+    """Why sampled text values identify someone or are free text, if they do."""
+    if values.len() < _SAMPLE_MIN:
+        return None
+    share = values.n_unique() / values.len()
+    if share >= _SAMPLE_DISTINCT:
+        return f"values nearly all distinct ({share:.0%} in the sample): an identifier or free text"
+    long_text = values.str.len_chars().mean() or 0
+    spaced = values.str.contains(" ").mean() or 0
+    if float(long_text) >= _FREE_TEXT_CHARS and float(spaced) >= 0.3:  # type: ignore[arg-type]
+        return "values read like free text"
+    return None

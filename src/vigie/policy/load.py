@@ -36,12 +36,12 @@ from vigie.policy.model import (
     Where,
 )
 from vigie.policy.yamlmarks import Node, parse
+from vigie.scan.column import ALL_DETECTORS as DETECTORS
 
 TOP_KEYS = ("version", "tables", "exclude")
 TABLE_KEYS = ("columns", "cursor")
 COLUMN_KEYS = ("class", *ACTIONS, "allow", "note")
 GENERALIZE_HOWS = (*TIME_GRAINS, "ip_prefix", "buckets")
-DETECTORS = ("email", "phone", "mac", "ip", "card", "token")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -60,7 +60,7 @@ def load_policy(path: Path) -> Policy:
 def parse_policy(text: str, path: Path) -> Policy:
     v = _Validator(str(path))
     root = parse(text, str(path))
-    policy = v.policy(root, path, hashlib.sha256(text.encode()).hexdigest())
+    policy = v.policy(root, path, hashlib.sha256(text.encode()).hexdigest(), text)
     if v.errors:
         count = len(v.errors)
         raise PolicyError(
@@ -101,7 +101,7 @@ class _Validator:
 
     # -- top level -------------------------------------------------------------------------
 
-    def policy(self, root: Node, path: Path, digest: str) -> Policy | None:
+    def policy(self, root: Node, path: Path, digest: str, text: str) -> Policy | None:
         top = self.mapping(root, "the policy", TOP_KEYS)
         if top is None:
             return None
@@ -122,7 +122,7 @@ class _Validator:
                 table = self.table(name, node)
                 if table is not None:
                     tables[name] = table
-        return Policy(path, tables, frozenset(exclude), digest)
+        return Policy(path, tables, frozenset(exclude), digest, text)
 
     def exclude(self, node: Node | None) -> set[str]:
         if node is None:

@@ -129,3 +129,4 @@ class Policy:
     tables: dict[str, TablePolicy]
     exclude: frozenset[str]
     digest: str  # sha256 of the policy file's bytes, recorded with each sync run
+    text: str = field(default="", repr=False)  # the file's text, kept in the store's lineage

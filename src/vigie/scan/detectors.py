@@ -34,11 +34,13 @@ class Hit:
     detector: str
     example: str  # redacted
     count: int  # distinct values that matched in the batch
+    detail: str = ""  # for detectors by behaviour: what was measured
 
 
 def redact(value: str, limit: int = 40) -> str:
-    """The shape of a value with its content removed: letters x, digits 9, symbols kept."""
-    shape = re.sub(r"[A-Za-z]", "x", re.sub(r"\d", "9", value))
+    """The shape of a value with its content removed: every letter of any script x, every
+    digit 9, other characters kept."""
+    shape = re.sub(r"[^\W\d_]", "x", re.sub(r"\d", "9", value))
     return shape if len(shape) <= limit else shape[:limit] + f"…({len(value)} chars)"
 
 

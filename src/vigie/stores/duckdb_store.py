@@ -28,30 +28,9 @@ import duckdb
 from vigie.errors import KeyfileError, StoreError
 from vigie.keys import Keys
 from vigie.stores.extensions import load_extension
+from vigie.stores.meta import META, SCHEMA_SQL
 
 FORMAT_VERSION = "1"
-META = "_vigie"
-_SCHEMA_SQL = f"""
-CREATE SCHEMA IF NOT EXISTS {META};
-CREATE TABLE IF NOT EXISTS {META}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE IF NOT EXISTS {META}.runs (
-    run_id INTEGER PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
-    source VARCHAR, policy_sha256 VARCHAR, message VARCHAR);
-CREATE TABLE IF NOT EXISTS {META}.table_runs (
-    run_id INTEGER, table_name VARCHAR, inserted BIGINT, updated BIGINT, deleted BIGINT,
-    seconds DOUBLE, status VARCHAR, PRIMARY KEY (run_id, table_name));
-CREATE TABLE IF NOT EXISTS {META}.state (
-    table_name VARCHAR PRIMARY KEY, cursor_column VARCHAR, loaded BOOLEAN,
-    watermark_ts TIMESTAMP, watermark_int BIGINT,
-    pass_kind VARCHAR, pass_from_ts TIMESTAMP, pass_from_int BIGINT,
-    pass_target_ts TIMESTAMP, pass_target_int BIGINT, chunks VARCHAR);
-ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS delete_counter VARCHAR;
-ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS deletes_by VARCHAR;
-ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS verified_at TIMESTAMP;
-CREATE TABLE IF NOT EXISTS {META}.columns (
-    table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
-    PRIMARY KEY (table_name, column_name));
-"""
 
 
 def check_modes(path: Path) -> None:
@@ -74,18 +53,32 @@ def check_modes(path: Path) -> None:
 
 
 class Store:
-    """An open store. Use as a context manager; ``con`` is a private DuckDB connection."""
+    """An open store. Use as a context manager; ``con`` is a private DuckDB connection.
 
-    def __init__(self, path: Path, keys: Keys, *, create: bool = False) -> None:
+    ``read_only`` attaches the file read-only and changes nothing in it (``vigie store
+    verify``); ``check_file_modes=False`` opens a store whose modes are loose, for a check
+    that reports them instead of refusing."""
+
+    def __init__(
+        self,
+        path: Path,
+        keys: Keys,
+        *,
+        create: bool = False,
+        read_only: bool = False,
+        check_file_modes: bool = True,
+    ) -> None:
         self.path = path
         self.keys = keys
+        self.read_only = read_only
         if not path.exists():
-            if not create:
+            if not create or read_only:
                 raise StoreError(
                     f"No store at {path}.", hint="Run `vigie sync` first; it creates the store."
                 )
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        check_modes(path)
+        if check_file_modes:
+            check_modes(path)
         self._old_umask = os.umask(0o077)
         self.con = duckdb.connect(config={"threads": 2})
         self.con.execute("SET enable_progress_bar = false")
@@ -96,17 +89,20 @@ class Store:
         try:
             load_extension(self.con, "httpfs")  # DuckDB encrypts with httpfs's OpenSSL
             self._attach()
-            self.con.execute(_SCHEMA_SQL)
+            if not read_only:  # the lock is ours now
+                self._fresh_path().unlink(missing_ok=True)  # left by a rewrite that crashed
+                self.con.execute(SCHEMA_SQL)
             self._check_key_ids()
         except BaseException:
             self.close()
             raise
 
     def _attach(self) -> None:
+        mode = "READ_ONLY, " if self.read_only else ""
         try:
             self.con.execute(
                 f"ATTACH '{_sql_str(str(self.path))}' AS store "
-                f"(ENCRYPTION_KEY '{self.keys.store_key}')"
+                f"({mode}ENCRYPTION_KEY '{self.keys.store_key}')"
             )
         except duckdb.Error as exc:
             text = self.keys.scrub(str(exc))
@@ -126,8 +122,14 @@ class Store:
         self.con.execute("USE store")
 
     def _check_key_ids(self) -> None:
-        meta = dict(self.con.execute(f"SELECT key, value FROM {META}.meta").fetchall())
-        if not meta:
+        try:
+            meta = dict(self.con.execute(f"SELECT key, value FROM {META}.meta").fetchall())
+        except duckdb.CatalogException:
+            raise StoreError(
+                f"{self.path} is not a vigie store (it has no {META}.meta table).",
+                hint="Check the path; a store is created by `vigie sync`.",
+            ) from None
+        if not meta and not self.read_only:
             now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
             self.con.executemany(
                 f"INSERT INTO {META}.meta VALUES (?, ?)",
@@ -151,6 +153,37 @@ class Store:
             self.con.close()
         finally:
             os.umask(self._old_umask)
+
+    def _fresh_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".fresh")
+
+    def rewrite_fresh(self) -> None:
+        """Copy every live row into a new file and put it in place of this one.
+
+        Dropping a table or a column frees its blocks, but their old bytes stay in the
+        file until DuckDB reuses them. After values were removed (a tightened policy), the
+        store is copied, table by table, into a new encrypted file that holds only what is
+        live, which then replaces the old file (one rename); the old file is unlinked. A
+        crash before the rename leaves the old store as it was (and a ``.fresh`` file the
+        next open removes)."""
+        fresh = self._fresh_path()
+        fresh.unlink(missing_ok=True)
+        self.con.execute("CHECKPOINT")
+        self.con.execute(
+            f"ATTACH '{_sql_str(str(fresh))}' AS fresh (ENCRYPTION_KEY '{self.keys.store_key}')"
+        )
+        try:
+            self.con.execute("COPY FROM DATABASE store TO fresh")
+            self.con.execute("DETACH fresh")
+        except BaseException:
+            self.con.execute("DETACH DATABASE IF EXISTS fresh")
+            fresh.unlink(missing_ok=True)
+            raise
+        self.con.execute("USE memory")
+        self.con.execute("DETACH store")
+        fresh.replace(self.path)
+        _fsync_dir(self.path.parent)
+        self._attach()
 
     def __enter__(self) -> Store:
         return self
@@ -190,6 +223,14 @@ class Store:
                 "AND table_schema = 'main' ORDER BY 1"
             )
         ]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _sql_str(text: str) -> str:

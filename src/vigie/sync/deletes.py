@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from vigie.keys import Keys
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
-from vigie.sources.base import KeyRange, RowCounters, bucketed
-from vigie.stores.duckdb_store import META, q
-
-if TYPE_CHECKING:
-    from vigie.sync.table import TableSync
+from vigie.sources.base import KeyRange, RowCounters, Source, bucketed
+from vigie.stores.duckdb_store import q
+from vigie.stores.meta import META
+from vigie.sync.ahead import ReadAhead
+from vigie.sync.batch import mask_and_scan
+from vigie.sync.writer import TableWriter, one
 
 # Production's rows are counted at least this often, even when the delete counter explains
 # every delete (see Reconciler.reconcile).
@@ -29,10 +30,15 @@ HISTORY = 6
 
 
 class Reconciler:
-    """The delete half of a table sync."""
+    """The delete half of a table sync: after its passes (through ``writer``), with the
+    run's ``source`` and what it read ``ahead``."""
 
-    def __init__(self, table: TableSync) -> None:
-        self.t = table
+    def __init__(self, writer: TableWriter, source: Source, ahead: ReadAhead, keys: Keys,
+                 cascades: tuple[tuple[str, str, str], ...], batch_rows: int) -> None:  # fmt: skip
+        self.w, self.source, self.ahead, self.keys = writer, source, ahead, keys
+        self.cascades, self.batch_rows = cascades, batch_rows
+        self.name, self.store, self.c = writer.name, writer.store, writer.c
+        self.result, self.width = writer.result, writer.c.bucket_width
 
     def reconcile(self, counter: RowCounters | None, fresh: bool) -> None:
         """Remove from the store what production deleted.
@@ -46,10 +52,10 @@ class Reconciler:
         compared: the passes leave the store a superset of production, so equal counts
         mean equal key sets; only unequal ones are compared per bucket.
         """
-        saved, verified_at, recent = self.t.store.rows(
+        saved, verified_at, recent = self.store.rows(
             f"SELECT delete_counter, verified_at, deletes_by FROM {META}.state "
             "WHERE table_name = ?",
-            [self.t.name],
+            [self.name],
         )[0]
         cascaded = self.cascade()
         # Either every delete production counted since the last sync is one this run
@@ -59,58 +65,58 @@ class Reconciler:
         # reported late offsets one exactly: counting at least every VERIFY_EVERY bounds
         # how long such a delete could stay in the store. Under writes that never pause,
         # some change is nearly always unreported yet, and the table is counted.
-        net = self.t.result.inserted - cascaded  # the store's rows: how many more than before
+        net = self.result.inserted - cascaded  # the store's rows: how many more than before
         explained = counter_delta(saved, counter) == cascaded or live_delta(saved, counter) == net
-        verified_lately = verified_at is not None and self.t.run_time - verified_at < VERIFY_EVERY
+        verified_lately = verified_at is not None and self.w.run_time - verified_at < VERIFY_EVERY
         if fresh or (explained and verified_lately):
-            self.t.result.deletes_by = "snapshot" if fresh else "counter"
+            self.result.deletes_by = "snapshot" if fresh else "counter"
         else:
-            self.t.result.deletes_by = "count"
-            (stored,) = self.t.store.rows(f"SELECT COUNT(*) FROM {q(self.t.name)}")[0]
-            if self.t.ahead.total(self.t.c.source, self.t.width) != stored:
-                self.t.result.deletes_by = "buckets"
+            self.result.deletes_by = "count"
+            (stored,) = self.store.rows(f"SELECT COUNT(*) FROM {q(self.name)}")[0]
+            if self.ahead.total(self.c.source, self.width) != stored:
+                self.result.deletes_by = "buckets"
                 self.compare_buckets()
         # what the history remembers: whether the counters sufficed (a count made only
         # because one was due, which agreed, does not make the next runs count ahead)
-        sufficed = explained and self.t.result.deletes_by in ("counter", "count")
-        self.save_counter(counter, recent, "counter" if sufficed else self.t.result.deletes_by)
+        sufficed = explained and self.result.deletes_by in ("counter", "count")
+        self.save_counter(counter, recent, "counter" if sufficed else self.result.deletes_by)
 
     def save_counter(self, counter: RowCounters | None, recent: str | None, how: str) -> None:
         """Keep this reading of the counters, how deletes were found (``how``, after the
         ``recent`` ones), and, unless the counters alone explained them, that production
         was counted."""
         value = counters_json(counter)
-        by = self.t.result.deletes_by
+        by = self.result.deletes_by
         history = ",".join([how, *(recent or "").split(",")][:HISTORY]).strip(",")
-        with self.t.store.transaction() as con:
+        with self.store.transaction() as con:
             con.execute(
                 f"UPDATE {META}.state SET delete_counter = ?, deletes_by = ?, "
                 "verified_at = CASE WHEN ? THEN verified_at ELSE ? END WHERE table_name = ?",
-                [value, history, by == "counter", self.t.run_time, self.t.name],
+                [value, history, by == "counter", self.w.run_time, self.name],
             )
 
     def compare_buckets(self) -> None:
         """Compare row counts per bucket; re-read buckets the store lacks rows of (repair),
         and remove the store rows production no longer has from buckets that differ."""
-        prod = self.t.ahead.buckets(self.t.c.source, self.t.width)
+        prod = self.ahead.buckets(self.c.source, self.width)
         store = dict(
-            self.t.store.rows(
-                f"SELECT {BUCKET_COLUMN}, COUNT(*) FROM {q(self.t.name)} GROUP BY {BUCKET_COLUMN}"
+            self.store.rows(
+                f"SELECT {BUCKET_COLUMN}, COUNT(*) FROM {q(self.name)} GROUP BY {BUCKET_COLUMN}"
             )
         )
         differ = sorted(b for b in set(prod) | set(store) if prod.get(b, 0) != store.get(b, 0))
         missing = [b for b in differ if prod.get(b, 0) > store.get(b, 0)]
         if missing:
-            self.t.result.message = (
+            self.result.message = (
                 f"{len(missing)} key range(s) had rows production holds and the store did not "
                 "(rows changed without moving their cursor?); they were repaired."
             )
             for b in missing:
-                for batch in self.t.source.read(
-                    self.t.c.source, list(self.t.c.read_columns), None,
-                    KeyRange(b * self.t.width, (b + 1) * self.t.width), self.t.batch_rows,
+                for batch in self.source.read(
+                    self.c.source, list(self.c.read_columns), None,
+                    KeyRange(b * self.width, (b + 1) * self.width), self.batch_rows,
                 ):  # fmt: skip
-                    self.t.write_batch(batch, merge=True, chunk=None)
+                    self.w.write(mask_and_scan(self.c, self.keys, batch), merge=True)
         if differ:
             self.delete_gone(differ)
 
@@ -118,61 +124,60 @@ class Reconciler:
         """Production deletes children with their parents (ON DELETE CASCADE): do the same
         with the parents this run found deleted, by their pseudonymized keys. Returns how
         many rows went."""
-        before = self.t.result.deleted
-        for column, parent, parent_column in self.t.cascades:
+        before = self.result.deleted
+        for column, parent, parent_column in self.cascades:
             gone = (
                 f"t.{q(column)} IN (SELECT {q(parent_column)} FROM "
-                f"{META}.{q('deleted__' + parent)} WHERE _vigie_run = {self.t.run_id})"
+                f"{META}.{q('deleted__' + parent)} WHERE _vigie_run = {self.w.run_id})"
             )
             self.tombstone(gone)
-        return self.t.result.deleted - before
+        return self.result.deleted - before
 
     def tombstone(self, condition: str) -> None:
         """Record, then delete, the store rows matching ``condition`` (alias ``t``): one
         scan finds them, the delete goes by row id."""
-        keys = ", ".join(f"t.{q(k)}" for k in self.t.c.key)
-        with self.t.store.transaction() as con:
+        keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
+        with self.store.transaction() as con:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE vigie_gone AS SELECT t.rowid AS _rid, {keys}, "
-                f"t._vigie_first_seen FROM {q(self.t.name)} t WHERE {condition}"
+                f"t._vigie_first_seen FROM {q(self.name)} t WHERE {condition}"
             )
             (n,) = one(con, "SELECT COUNT(*) FROM vigie_gone")
             if n:
-                names = ", ".join(q(k) for k in self.t.c.key)
+                names = ", ".join(q(k) for k in self.c.key)
                 con.execute(
-                    f"INSERT INTO {META}.{q('deleted__' + self.t.name)} SELECT {names}, "
+                    f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {names}, "
                     "_vigie_first_seen, ?, ? FROM vigie_gone",
-                    [self.t.run_time, self.t.run_id],
+                    [self.w.run_time, self.w.run_id],
                 )
                 con.execute(
-                    f"DELETE FROM {q(self.t.name)} WHERE rowid IN (SELECT _rid FROM vigie_gone)"
+                    f"DELETE FROM {q(self.name)} WHERE rowid IN (SELECT _rid FROM vigie_gone)"
                 )
             con.execute("DROP TABLE vigie_gone")
-        self.t.result.deleted += int(n)
+        self.result.deleted += int(n)
 
     def delete_gone(self, buckets: list[int]) -> None:
         """Remove (and record) the store rows of ``buckets`` that production no longer has."""
-        ranges = _ranges(buckets, self.t.width) if bucketed(self.t.c.source) else [KeyRange()]
+        ranges = _ranges(buckets, self.width) if bucketed(self.c.source) else [KeyRange()]
         live = pa.concat_tables(
-            [mask_keys(self.t.c, t) for t in self.t.source.keys_between(self.t.c.source, ranges)]
+            [mask_keys(self.c, t) for t in self.source.keys_between(self.c.source, ranges)]
         )
         key_cols = ", ".join(
-            f"{q(k)}::UUID AS {q(k)}" if k in self.t.c.pseudonym_columns else q(k)
-            for k in self.t.c.key
+            f"{q(k)}::UUID AS {q(k)}" if k in self.c.pseudonym_columns else q(k) for k in self.c.key
         )
-        on = " AND ".join(f"t.{q(k)} = l.{q(k)}" for k in self.t.c.key)
+        on = " AND ".join(f"t.{q(k)} = l.{q(k)}" for k in self.c.key)
         in_buckets = f"t.{BUCKET_COLUMN} IN ({', '.join(str(b) for b in buckets)})"
-        self.t.store.con.register("vigie_live", live)
+        self.store.con.register("vigie_live", live)
         try:
-            self.t.store.con.execute(
+            self.store.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE vigie_live_keys AS SELECT {key_cols} FROM vigie_live"
             )
             self.tombstone(
                 f"{in_buckets} AND NOT EXISTS (SELECT 1 FROM vigie_live_keys l WHERE {on})"
             )
         finally:
-            self.t.store.con.execute("DROP TABLE IF EXISTS vigie_live_keys")
-            self.t.store.con.unregister("vigie_live")
+            self.store.con.execute("DROP TABLE IF EXISTS vigie_live_keys")
+            self.store.con.unregister("vigie_live")
 
 
 def counter_delta(saved: str | None, now: RowCounters | None) -> int | None:
@@ -207,12 +212,6 @@ def counters_json(counters: RowCounters | None) -> str | None:
             "live": counters.live,
         }
     )
-
-
-def one(con: Any, sql: str, params: list[Any] | None = None) -> tuple[Any, ...]:
-    row = con.execute(sql, params or []).fetchone()
-    assert row is not None
-    return tuple(row)
 
 
 def _ranges(buckets: list[int], width: int) -> list[KeyRange]:

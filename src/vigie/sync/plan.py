@@ -16,7 +16,8 @@ from vigie.policy.classify import guess
 from vigie.policy.compile import CompiledTable, compile_table
 from vigie.policy.model import Buckets, Drop, IpPrefix, Policy, TablePolicy, TruncateTime
 from vigie.sources.base import Source, SourceTable
-from vigie.stores.duckdb_store import META, Store
+from vigie.stores.duckdb_store import Store
+from vigie.stores.meta import META
 
 
 @dataclass

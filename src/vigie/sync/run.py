@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +17,16 @@ from vigie.policy.load import load_policy
 from vigie.policy.model import Policy
 from vigie.sources import open_source
 from vigie.sources.base import Filter, RowCounters, Source
-from vigie.stores.duckdb_store import META, Store
+from vigie.stores.duckdb_store import Store
+from vigie.stores.meta import META, record_policy
 from vigie.sync.ahead import ReadAhead
+from vigie.sync.converge import PolicyChanges, apply_removals, mark_converged, plan_changes
 from vigie.sync.deletes import VERIFY_EVERY, counter_delta
 from vigie.sync.plan import Plan, make_plan
-from vigie.sync.table import Progress, TableResult, TableSync, delta_filter, watermark
+from vigie.sync.state import Progress, TableResult, delta_filter, watermark
+from vigie.sync.table import TableSync
+
+Announce = Callable[[PolicyChanges], None]
 
 
 @dataclass
@@ -35,6 +41,7 @@ class SyncReport:
     hmac_engine: str = ENGINE
     counted_ahead: list[str] = field(default_factory=list)  # production counts read ahead
     read_ahead: list[str] = field(default_factory=list)  # deltas read ahead (ReadAhead)
+    changes: PolicyChanges = field(default_factory=PolicyChanges)  # converged to the policy
 
     @property
     def failed(self) -> list[TableResult]:
@@ -53,13 +60,17 @@ def sync(
     *,
     progress: Progress | None = None,
     batch_rows: int = 500_000,
+    announce: Announce | None = None,
 ) -> SyncReport:
     """Copy production into the store under the policy, in one run that opens and closes
     the store. Returns the per-table report; tables stopped by the content scan are marked
-    failed there (the others go on)."""
+    failed there (the others go on). ``announce`` hears what converging the store to a
+    changed policy will do, before it is done."""
     started = time.perf_counter()
     with Syncer(store_path, keys) as syncer:
-        report = syncer.run(dsn, policy_path, progress=progress, batch_rows=batch_rows)
+        report = syncer.run(
+            dsn, policy_path, progress=progress, batch_rows=batch_rows, announce=announce
+        )
     report.seconds = time.perf_counter() - started  # opening and closing the store too
     return report
 
@@ -105,6 +116,7 @@ class Syncer:
         *,
         progress: Progress | None = None,
         batch_rows: int = 500_000,
+        announce: Announce | None = None,
     ) -> SyncReport:
         """One sync run; the policy file is read again each time."""
         started = time.perf_counter()
@@ -114,7 +126,7 @@ class Syncer:
             self._drop_source()
         source = self._source = self._source or open_source(dsn)
         try:
-            report = self._run(source, dsn, policy, progress, batch_rows)
+            report = self._run(source, dsn, policy, progress, batch_rows, announce)
             source.release()  # the connection stays for the next run, not the snapshot
         except BaseException:
             self._drop_source()  # whatever went wrong, the next run connects afresh
@@ -123,9 +135,8 @@ class Syncer:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _run(
-        self, source: Source, dsn: Dsn, policy: Policy, progress: Progress | None, batch_rows: int
-    ) -> SyncReport:
+    def _run(self, source: Source, dsn: Dsn, policy: Policy, progress: Progress | None,
+             batch_rows: int, announce: Announce | None) -> SyncReport:  # fmt: skip
         store, keys = self.store, self.keys
         counters = source.row_counters()  # before the snapshot (see Source)
         source.snapshot()
@@ -134,10 +145,16 @@ class Syncer:
         try:
             ahead.open()
             plan = make_plan(policy, source, store, keys.pseudonym_key)
-            ahead.start(_counts_needed(store, plan, counters), _deltas(store, plan))
+            changes = plan_changes(store, plan.tables, policy.exclude)
+            if changes and announce is not None:
+                announce(changes)
             now = datetime.now(UTC).replace(tzinfo=None)
-            run_id = _begin_run(store, dsn, policy.digest, now)
+            run_id = _begin_run(store, dsn, policy, now)
+            apply_removals(store, changes, plan.tables)  # before anything is copied
+            mark_converged(store, run_id)
+            ahead.start(_counts_needed(store, plan, counters), _deltas(store, plan))
             report = SyncReport(run_id, str(dsn), self.store_path, now, unlisted=plan.unlisted)
+            report.changes = changes
             report.counted_ahead = ahead.counted
             tables = [
                 TableSync(store, source, c, keys, run_id, now, progress, batch_rows,
@@ -232,13 +249,16 @@ def _counts_needed(
     return sorted(wanted, key=lambda w: order.index(w[0].policy.name))
 
 
-def _begin_run(store: Store, dsn: Dsn, digest: str, now: datetime) -> int:
+def _begin_run(store: Store, dsn: Dsn, policy: Policy, now: datetime) -> int:
+    """A new run, with the policy it applies (text, and each column's class and action)."""
     with store.transaction() as con:
         run_id = int(store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0][0]) + 1
         con.execute(
-            f"INSERT INTO {META}.runs VALUES (?, ?, NULL, 'running', ?, ?, NULL)",
-            [run_id, now, str(dsn), digest],
+            f"INSERT INTO {META}.runs (run_id, started_at, finished_at, status, source, "
+            "policy_sha256, message) VALUES (?, ?, NULL, 'running', ?, ?, NULL)",
+            [run_id, now, str(dsn), policy.digest],
         )
+        record_policy(con, run_id, policy, now)
     return run_id
 
 

@@ -1,0 +1,35 @@
+"""`vigie store ...`: check the store against the policy in force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vigie.cli.render import findings
+from vigie.errors import StoreNonConforming
+from vigie.keys import load_keys
+from vigie.policy.load import load_policy
+from vigie.stores.checks import verify_store
+
+app = typer.Typer(help="Check the analytics store.")
+
+
+@app.command()
+def verify(
+    store: Annotated[Path, typer.Option(help="The store file.")],
+    policy: Annotated[Path, typer.Option(help="The policy in force.")],
+    keyfile: Annotated[
+        Path | None, typer.Option(help="Keyfile (else VIGIE_KEYFILE, else VIGIE_*_KEY variables).")
+    ] = None,
+) -> None:
+    """Check that the store conforms to the policy: tables, columns and actions, types, file
+    modes, encryption, key ids, tables vigie did not make, and every kept text column
+    scanned whole. One finding per line; exit status 7 when there is any."""
+    found = verify_store(store, load_policy(policy), load_keys(keyfile))
+    findings(store, found)
+    if found:
+        raise StoreNonConforming(
+            f"{len(found)} finding(s) in {store}.", hint="Fix each as its line says."
+        )

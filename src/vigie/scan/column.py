@@ -1,0 +1,75 @@
+"""Every detector over one kept text column: by shape (``detectors``), person names
+(``names``) and identifiers by behaviour (``identifying``).
+
+``scan_batch_column`` judges one batch of a sync; ``scan_whole_column`` judges a whole
+store table (``vigie store verify``), its statistics computed by the caller's engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from vigie.scan.detectors import Hit, redact, scan_column
+from vigie.scan.identifying import Singling, singling
+from vigie.scan.names import find_names
+
+BEHAVIOUR = ("person_name", "identifier")
+ALL_DETECTORS = ("email", "phone", "mac", "ip", "card", "token", *BEHAVIOUR)
+
+
+def name_hit(column: str, distinct: pl.Series) -> Hit | None:
+    found = find_names(distinct)
+    if not found.holds_names:
+        return None
+    detail = (
+        f"{found.names} different first names in {found.share:.0%} of its "
+        f"{found.distinct:,} distinct values"
+    )
+    return Hit(column, "person_name", redact(found.example), found.values, detail)
+
+
+def identifier_hit(column: str, found: Singling | None) -> Hit | None:
+    if found is None or not found.identifies:
+        return None
+    return Hit(column, "identifier", "", found.singled, found.describe(column))
+
+
+def scan_batch_column(
+    column: str,
+    values: pl.Series,
+    distinct: pl.Series,
+    entities: Callable[[], dict[str, pl.Series]],
+    allowed: set[str],
+    behaviour: bool = True,
+) -> list[Hit]:
+    """Hits of one batch's kept column: ``values`` (every row, for the behaviour of the
+    column), ``distinct`` (its distinct values), ``entities`` (the row's parents, as
+    pseudonyms, aligned with ``values``; asked for only when the column is worth
+    measuring)."""
+    hits = scan_column(column, distinct, allowed)
+    if behaviour:
+        hits += _behaviour(column, distinct, allowed, lambda: singling(values, entities))
+    return hits
+
+
+def scan_whole_column(
+    column: str, distinct: pl.Series, worst: Singling | None, allowed: set[str]
+) -> list[Hit]:
+    """Hits of a whole stored column: its ``distinct`` values, and the ``worst`` singling
+    out measured over the table (None: not measurable)."""
+    return scan_column(column, distinct, allowed) + _behaviour(
+        column, distinct, allowed, lambda: worst
+    )
+
+
+def _behaviour(
+    column: str, distinct: pl.Series, allowed: set[str], measure: Callable[[], Singling | None]
+) -> list[Hit]:
+    hits = []
+    if "person_name" not in allowed and (hit := name_hit(column, distinct)):
+        hits.append(hit)
+    if "identifier" not in allowed and (hit := identifier_hit(column, measure())):
+        hits.append(hit)
+    return hits

@@ -1,0 +1,261 @@
+"""`vigie store verify`: does the store conform to the policy in force?
+
+Each check yields findings, one per problem, each saying what is wrong, where, and what to
+do. The store conforms when there is none. Checks:
+- ``modes``: the store's folder is 0700 and its files 0600, owned by this user (paths
+  resolved, symlinks followed);
+- ``encryption``: the file is encrypted, and opens with this keyfile's store key;
+- ``keys``: the store's pseudonymization key id is the keyfile's;
+- ``schema``: every table and column the store holds is one the policy copies, as it
+  copies it (the action recorded by the last sync equals the policy's), with the type
+  recorded; no table or column is missing;
+- ``foreign``: no table in the store that vigie did not make (by hand, or a ransom note);
+- ``scan``: every kept text column, over the whole table, passes every detector (shapes,
+  person names, near-unique values).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from vigie.errors import KeyfileError
+from vigie.keys import Keys
+from vigie.policy.model import Keep, Policy, Pseudonymize
+from vigie.scan.column import scan_whole_column
+from vigie.scan.identifying import Singling, measurable
+from vigie.stores.duckdb_store import Store, q
+from vigie.stores.meta import META, META_TABLES, action_spec, column_records
+
+CHECKS = ("modes", "encryption", "keys", "schema", "foreign", "scan")
+LINEAGE = ("_vigie_bucket", "_vigie_first_seen", "_vigie_run")
+ROLLUPS = "_vigie_kpi"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # one of CHECKS
+    where: str  # a file, a table or table.column
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.where}: {self.problem} → {self.fix}"
+
+
+def verify_store(path: Path, policy: Policy, keys: Keys) -> list[Finding]:
+    """Every finding about the store at ``path`` under ``policy`` (none: it conforms)."""
+    findings = list(check_modes(path))
+    try:
+        store = Store(path, keys, read_only=True, check_file_modes=False)
+    except KeyfileError as exc:
+        findings.append(Finding("keys", str(path), exc.message, exc.hint or "Use its keyfile."))
+        return findings
+    with store:
+        findings += _check_encrypted(store)
+        findings += check_schema(store, policy)
+        findings += check_foreign(store, policy)
+        findings += check_scan(store, policy)
+    return findings
+
+
+def check_modes(path: Path) -> Iterator[Finding]:
+    real = path.resolve()
+    folder = real.parent
+    for where, want in [(folder, 0o700), (real, 0o600), (Path(f"{real}.wal"), 0o600)]:
+        if not where.exists():
+            continue
+        info = where.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            yield Finding(
+                "modes", str(where), f"mode {mode:04o} lets others in", f"chmod {want:o} {where}"
+            )
+        if info.st_uid != os.getuid():
+            yield Finding(
+                "modes",
+                str(where),
+                f"owned by uid {info.st_uid}, not this user",
+                f"chown the store to the user that runs vigie: {where}",
+            )
+
+
+def _check_encrypted(store: Store) -> Iterator[Finding]:
+    (encrypted,) = store.rows(
+        "SELECT encrypted FROM duckdb_databases() WHERE database_name = 'store'"
+    )[0]
+    if not encrypted:
+        yield Finding(
+            "encryption",
+            str(store.path),
+            "the store file is not encrypted",
+            "Sync into a new store (vigie always creates encrypted ones).",
+        )
+
+
+def check_schema(store: Store, policy: Policy) -> Iterator[Finding]:
+    records = column_records(store)
+    stored = _columns(store)
+    for extra in sorted(set(stored) - set(policy.tables)):
+        why = "excluded by" if extra in policy.exclude else "not in"
+        yield Finding(
+            "schema",
+            extra,
+            f"the store holds table {extra}, {why} the policy",
+            "Run `vigie sync` (it removes what the policy no longer copies).",
+        )
+    for name, table in policy.tables.items():
+        if name not in stored:
+            yield Finding(
+                "schema",
+                name,
+                "the policy copies this table; the store lacks it",
+                "Run `vigie sync`.",
+            )
+            continue
+        have = stored[name]
+        for column in sorted(set(have) - set(LINEAGE)):
+            rule = table.columns.get(column)
+            where = f"{name}.{column}"
+            record = records.get(name, {}).get(column)
+            if rule is None or not rule.leaves_production:
+                why = "not in the policy" if rule is None else f"'drop' at {rule.where}"
+                yield Finding(
+                    "schema",
+                    where,
+                    f"the store holds this column, {why}",
+                    "Run `vigie sync`: it removes the column and rewrites the store.",
+                )
+                continue
+            spec = action_spec(rule.action)
+            if record is None:
+                yield Finding(
+                    "schema",
+                    where,
+                    "no sync recorded this column (added by hand?)",
+                    "Run `vigie sync`: it removes it or copies it under the policy.",
+                )
+            elif record.spec != spec and not (record.legacy and record.spec == rule.action.name):
+                yield Finding(
+                    "schema",
+                    where,
+                    f"stored as '{record.spec}', the policy says '{spec}' at {rule.where}",
+                    "Run `vigie sync`: it converges the store to the policy.",
+                )
+            expected = (
+                "UUID" if isinstance(rule.action, Pseudonymize) else record and record.store_type
+            )
+            if expected and have[column] != expected:
+                yield Finding(
+                    "schema",
+                    where,
+                    f"type {have[column]}, recorded {expected}",
+                    "The column was altered outside vigie: sync into a new store.",
+                )
+        for column, rule in table.columns.items():
+            if rule.leaves_production and column not in have:
+                yield Finding(
+                    "schema",
+                    f"{name}.{column}",
+                    f"the policy copies this column ({rule.where}); the store lacks it",
+                    "Run `vigie sync`: it backfills the column.",
+                )
+
+
+def check_foreign(store: Store, policy: Policy) -> Iterator[Finding]:
+    """Tables vigie did not make: outside its schemas, or unknown inside them."""
+    history = {f"deleted__{t}" for t in store.table_names()} | {
+        f"deleted__{t}" for t in policy.tables
+    }
+    rollups = _rollup_names(store)
+    for schema, table in store.rows(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_catalog = 'store' AND table_schema <> 'main' ORDER BY 1, 2"
+    ):
+        known = (schema == META and (table in META_TABLES or table in history)) or (
+            schema == ROLLUPS and (table == "registry" or table in rollups)
+        )
+        if not known:
+            yield Finding(
+                "foreign",
+                f"{schema}.{table}",
+                "a table vigie did not make (by hand, an intruder, a ransom note?)",
+                "Find out who made it (audit, server logs) before removing it.",
+            )
+
+
+def check_scan(store: Store, policy: Policy) -> Iterator[Finding]:
+    """Every kept text column of the store, whole, through every detector."""
+    stored = _columns(store)
+    for name, table in policy.tables.items():
+        have = stored.get(name, {})
+        entities = [
+            c for c, r in table.columns.items() if isinstance(r.action, Pseudonymize) and c in have
+        ]
+        for column, rule in table.columns.items():
+            if not isinstance(rule.action, Keep) or have.get(column) != "VARCHAR":
+                continue
+            distinct = pl.Series(
+                column,
+                [
+                    v
+                    for (v,) in store.rows(
+                        f"SELECT DISTINCT {q(column)} FROM {q(name)} WHERE {q(column)} IS NOT NULL"
+                    )
+                ],
+                dtype=pl.String,
+            )
+            worst = _singling(store, name, column, entities) if measurable(distinct.len()) else None
+            for hit in scan_whole_column(column, distinct, worst, set(rule.allow)):
+                what = hit.detail or f"{hit.count} distinct value(s), e.g. '{hit.example}'"
+                yield Finding(
+                    "scan",
+                    f"{name}.{column}",
+                    f"kept values look like {hit.detector}: {what}",
+                    f"Change the rule at {rule.where} (drop or pseudonymize), then "
+                    "run `vigie sync`; or allow the detector with a reason.",
+                )
+
+
+def _singling(store: Store, table: str, column: str, entities: list[str]) -> Singling:
+    """The worst singling-out of a stored column over the whole table (see identifying)."""
+    t, c = q(table), q(column)
+    singled, rows = store.rows(
+        f"SELECT COUNT(*) FILTER (WHERE n = 1), COALESCE(SUM(n), 0) FROM "
+        f"(SELECT COUNT(*) AS n FROM {t} WHERE {c} IS NOT NULL GROUP BY {c})"
+    )[0]
+    worst = Singling("row", int(singled), int(rows))
+    for entity in entities:
+        e = q(entity)
+        singled, total = store.rows(
+            f"WITH o AS (SELECT COUNT(DISTINCT {e}) AS owners, ANY_VALUE({e}) AS e FROM {t} "
+            f"WHERE {c} IS NOT NULL AND {e} IS NOT NULL GROUP BY {c}) "
+            f"SELECT (SELECT COUNT(DISTINCT e) FROM o WHERE owners = 1), "
+            f"(SELECT COUNT(DISTINCT {e}) FROM {t} WHERE {c} IS NOT NULL)"
+        )[0]
+        found = Singling(entity, int(singled), int(total))
+        if found.identifies and found.share > worst.share:
+            worst = found
+    return worst
+
+
+def _columns(store: Store) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for table, column, kind in store.rows(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = 'store' AND table_schema = 'main' ORDER BY ordinal_position"
+    ):
+        out.setdefault(table, {})[column] = kind
+    return out
+
+
+def _rollup_names(store: Store) -> set[str]:
+    try:
+        return {n for (n,) in store.rows(f"SELECT name FROM {ROLLUPS}.registry")}
+    except Exception:  # no rollups built yet
+        return set()

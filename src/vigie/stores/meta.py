@@ -1,0 +1,187 @@
+"""The store's own metadata (schema ``_vigie``): what each column is, under which policy.
+
+Tables kept here besides runs and per-table state (``duckdb_store`` lists them all):
+- ``columns``: per stored table and policy column, production's type, the action and its
+  full spec (``pseudonymize: user``, ``generalize: day``), the data class and the type the
+  store gives it. The sync compares it with the policy in force to converge the store
+  (``vigie.sync.converge``); ``vigie store verify`` compares it with the store's schema;
+- ``policies``: the text of every policy a run used, by its sha256;
+- ``run_columns``: per run, each column's class and action as the run applied them, so
+  that "which columns were readable between T1 and T2" is answered from what was in force
+  then (``readable_between``), not from today's policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from vigie.policy.model import Action, Drop, Keep, Policy, Pseudonymize
+
+if TYPE_CHECKING:
+    from vigie.stores.duckdb_store import Store
+
+META = "_vigie"
+SCHEMA_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS {META};
+CREATE TABLE IF NOT EXISTS {META}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS {META}.runs (
+    run_id INTEGER PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+    source VARCHAR, policy_sha256 VARCHAR, message VARCHAR);
+CREATE TABLE IF NOT EXISTS {META}.table_runs (
+    run_id INTEGER, table_name VARCHAR, inserted BIGINT, updated BIGINT, deleted BIGINT,
+    seconds DOUBLE, status VARCHAR, PRIMARY KEY (run_id, table_name));
+CREATE TABLE IF NOT EXISTS {META}.state (
+    table_name VARCHAR PRIMARY KEY, cursor_column VARCHAR, loaded BOOLEAN,
+    watermark_ts TIMESTAMP, watermark_int BIGINT,
+    pass_kind VARCHAR, pass_from_ts TIMESTAMP, pass_from_int BIGINT,
+    pass_target_ts TIMESTAMP, pass_target_int BIGINT, chunks VARCHAR);
+ALTER TABLE {META}.runs ADD COLUMN IF NOT EXISTS converged_at TIMESTAMP;
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS delete_counter VARCHAR;
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS deletes_by VARCHAR;
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS verified_at TIMESTAMP;
+CREATE TABLE IF NOT EXISTS {META}.columns (
+    table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
+    PRIMARY KEY (table_name, column_name));
+ALTER TABLE {META}.columns ADD COLUMN IF NOT EXISTS spec VARCHAR;
+ALTER TABLE {META}.columns ADD COLUMN IF NOT EXISTS data_class VARCHAR;
+ALTER TABLE {META}.columns ADD COLUMN IF NOT EXISTS store_type VARCHAR;
+CREATE TABLE IF NOT EXISTS {META}.policies (
+    policy_sha256 VARCHAR PRIMARY KEY, first_used_at TIMESTAMP, text VARCHAR);
+CREATE TABLE IF NOT EXISTS {META}.run_columns (
+    run_id INTEGER, table_name VARCHAR, column_name VARCHAR, data_class VARCHAR,
+    action VARCHAR, PRIMARY KEY (run_id, table_name, column_name));
+"""
+# Tables of ``_vigie`` that vigie makes besides ``deleted__<table>``.
+META_TABLES = ("meta", "runs", "table_runs", "state", "columns", "policies", "run_columns")
+
+
+def action_spec(action: Action) -> str:
+    """An action as the policy writes it: ``keep``, ``pseudonymize: user``, ``generalize:
+    day``... Two rules with the same spec store the same values."""
+    if isinstance(action, Keep | Drop):
+        return action.name
+    if isinstance(action, Pseudonymize):
+        return f"pseudonymize: {action.domain}"
+    return action.describe()
+
+
+@dataclass(frozen=True)
+class ColumnRecord:
+    """A policy column as the store holds it."""
+
+    table: str
+    column: str
+    source_type: str
+    spec: str  # the action's spec (``drop``: not in the store)
+    data_class: str | None
+    store_type: str | None  # None for dropped columns
+    legacy: bool = False  # recorded before specs and classes were: ``spec`` is the action
+
+    @property
+    def stored(self) -> bool:
+        return self.spec != "drop"
+
+
+def column_records(store: Store) -> dict[str, dict[str, ColumnRecord]]:
+    """Every recorded column, by table. Stores made before specs were recorded give the
+    action's name as its spec."""
+    out: dict[str, dict[str, ColumnRecord]] = {}
+    for table, column, source_type, action, spec, data_class, store_type in store.rows(
+        f"SELECT table_name, column_name, source_type, action, spec, data_class, store_type "
+        f"FROM {META}.columns"
+    ):
+        out.setdefault(table, {})[column] = ColumnRecord(
+            table, column, source_type, spec or action, data_class, store_type, spec is None
+        )
+    return out
+
+
+def record_column(con: Any, record: ColumnRecord) -> None:
+    con.execute(
+        f"INSERT OR REPLACE INTO {META}.columns (table_name, column_name, source_type, action, "
+        "spec, data_class, store_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            record.table, record.column, record.source_type, record.spec.split(":")[0],
+            record.spec, record.data_class, record.store_type,
+        ],
+    )  # fmt: skip
+
+
+def forget_columns(con: Any, table: str, columns: list[str]) -> None:
+    for column in columns:
+        con.execute(
+            f"DELETE FROM {META}.columns WHERE table_name = ? AND column_name = ?",
+            [table, column],
+        )
+
+
+def forget_table(con: Any, table: str) -> None:
+    """The store no longer holds ``table``: its columns, state and delete history go (the
+    runs' counts and the lineage of what was readable stay)."""
+    con.execute(f"DELETE FROM {META}.columns WHERE table_name = ?", [table])
+    con.execute(f"DELETE FROM {META}.state WHERE table_name = ?", [table])
+    con.execute(f"DROP TABLE IF EXISTS {META}.{quote('deleted__' + table)}")
+
+
+def record_policy(con: Any, run_id: int, policy: Policy, now: datetime) -> None:
+    """The policy's text (once per digest) and each column's class and action in this run."""
+    con.execute(
+        f"INSERT INTO {META}.policies VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        [policy.digest, now, policy.text],
+    )
+    rows = [
+        [run_id, rule.table, rule.column, rule.data_class, action_spec(rule.action)]
+        for table in policy.tables.values()
+        for rule in table.columns.values()
+    ]
+    if rows:
+        con.executemany(f"INSERT INTO {META}.run_columns VALUES (?, ?, ?, ?, ?)", rows)
+
+
+@dataclass(frozen=True)
+class Readable:
+    """A column the store held, readable from ``since`` until ``until`` (None: still)."""
+
+    table: str
+    column: str
+    data_class: str
+    action: str
+    since: datetime
+    until: datetime | None
+
+
+def readable_between(store: Store, start: datetime, end: datetime) -> list[Readable]:
+    """Columns readable in the store at any moment of [start, end), each with its class and
+    action then: a run's policy is in force from the moment the run converged the store to
+    it (``runs.converged_at``, set once its removals are done) to the moment the next run
+    did. A run that crashed before converging never was in force. A column's consecutive
+    runs under the same rule merge into one span."""
+    rows = store.rows(
+        f"""
+        WITH spans AS (
+            SELECT run_id, converged_at AS since,
+                   LEAD(converged_at) OVER (ORDER BY run_id) AS until
+            FROM {META}.runs WHERE converged_at IS NOT NULL
+        ), held AS (
+            SELECT c.table_name, c.column_name, c.data_class, c.action, s.since, s.until,
+                   s.run_id - ROW_NUMBER() OVER (
+                       PARTITION BY c.table_name, c.column_name, c.data_class, c.action
+                       ORDER BY s.run_id) AS grp
+            FROM {META}.run_columns c JOIN spans s USING (run_id)
+            WHERE c.action <> 'drop'
+        )
+        SELECT table_name, column_name, data_class, action, MIN(since),
+               CASE WHEN COUNT(until) = COUNT(*) THEN MAX(until) END
+        FROM held GROUP BY table_name, column_name, data_class, action, grp
+        HAVING MIN(since) < ? AND (COUNT(until) < COUNT(*) OR MAX(until) > ?)
+        ORDER BY table_name, column_name, MIN(since)
+        """,
+        [end, start],
+    )
+    return [Readable(*row) for row in rows]
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,80 @@
+"""A production batch made ready for the store: masked by the policy, then scanned.
+
+The content scan reads every kept text column of the masked batch (what the store would
+receive): its distinct values by shape (e-mails, phones, MACs, IPs, cards, tokens) and
+for person names, and the whole column for near-unique values that single out rows or
+their owners (``vigie.scan.column``). A hit stops the table before anything of the
+batch is written.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vigie.errors import ScanHit, SyncError
+from vigie.keys import Keys
+from vigie.policy.compile import CompiledTable, Masked, OutColumn, mask
+from vigie.policy.model import ColumnRule, Keep
+from vigie.scan.column import scan_batch_column
+from vigie.scan.detectors import Hit
+
+# Detectors by behaviour (names, near-unique values) can be switched off for benchmarks.
+BEHAVIOUR_DETECTORS = True
+
+
+def mask_and_scan(
+    compiled: CompiledTable, keys: Keys, batch: pa.Table, columns: list[OutColumn] | None = None
+) -> Masked:
+    """Mask ``batch`` (optionally only ``columns``), then scan what would be kept."""
+    try:
+        masked = mask(compiled, batch, columns)
+    except Exception as exc:
+        raise SyncError(
+            f"Masking {compiled.policy.name} failed: {keys.scrub(str(exc)).splitlines()[0]}"
+        ) from None
+    scan(compiled, masked.arrow)
+    return masked
+
+
+def scan(compiled: CompiledTable, masked: pa.Table) -> None:
+    """Content scan of every kept text column present in ``masked``."""
+
+    def entities() -> dict[str, pl.Series]:  # built only for a column worth measuring
+        return {
+            name: pl.Series(name, masked.column(name).cast(pa.string()))
+            for name in sorted(compiled.pseudonym_columns)
+            if name in masked.column_names
+        }
+
+    for column in compiled.kept_text:
+        if column not in masked.column_names:
+            continue
+        rule = compiled.policy.columns[column]
+        assert isinstance(rule.action, Keep)
+        values = pl.Series(column, masked.column(column))
+        distinct = pl.Series(column, pc.unique(masked.column(column)))
+        hits = scan_batch_column(
+            column, values, distinct, entities, set(rule.allow), BEHAVIOUR_DETECTORS
+        )
+        if hits:
+            raise scan_hit(compiled.policy.name, rule, hits[0], "in this batch")
+
+
+def scan_hit(table: str, rule: ColumnRule, hit: Hit, scope: str) -> ScanHit:
+    """The error that stops ``table`` for ``hit`` (no production value in it: examples are
+    redacted)."""
+    if hit.detail:
+        what = f"kept values look like {hit.detector}s: {hit.detail} {scope}"
+    else:
+        what = (
+            f"kept values look like {hit.detector} ({hit.count} distinct value(s) {scope}, "
+            f"e.g. '{hit.example}')"
+        )
+    return ScanHit(
+        f"{table}.{rule.column}: {what}; nothing of the batch was loaded and {table} stopped.",
+        hint=f"If the column holds personal data, change its rule at {rule.where} (drop or "
+        f'pseudonymize). If it is a false positive, add allow: {{{hit.detector}: "<why>"}} '
+        "to that rule.",
+    )

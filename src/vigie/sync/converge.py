@@ -1,0 +1,200 @@
+"""Converge the store to the policy in force, before anything is copied.
+
+After any policy change, the next sync leaves the store as a fresh full sync under the new
+policy would. The store's record of each column (``_vigie.columns``: its action's spec and
+class) is compared with the policy:
+- a table excluded or no longer in the policy leaves the store, with its delete history;
+- a column whose rule tightened to ``drop`` is removed; a column whose rule changed to
+  another way of copying it (``keep`` → ``pseudonymize`` / ``generalize``, a coarser
+  generalization, another pseudonym domain) is removed and then backfilled from production
+  under the new rule (``vigie.sync.backfill``); a column a loosened rule now copies is
+  backfilled; a column the store holds that no policy made is removed;
+- a key column whose rule changed rebuilds its table from production (its stored keys and
+  delete history would no longer match);
+- a class that changed with the same action changes only the record.
+Removals happen first, and when anything was removed the KPI rollups (computed from the
+old values) are dropped and the whole store is copied into a fresh file
+(``Store.rewrite_fresh``), so removed values do not linger in freed blocks. Every change
+is described (``PolicyChanges.lines``) before it is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vigie.policy.compile import CompiledTable
+from vigie.stores.duckdb_store import Store, q
+from vigie.stores.meta import (
+    META,
+    ColumnRecord,
+    action_spec,
+    column_records,
+    forget_columns,
+    forget_table,
+    record_column,
+)
+from vigie.sync.backfill import stored_columns
+from vigie.sync.writer import LINEAGE_COLUMNS, column_record
+
+ROLLUP_SCHEMA = "_vigie_kpi"
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    table: str
+    column: str
+    before: str | None  # the stored rule's spec (None: not stored, "drop": not copied)
+    after: str | None  # the rule in force (None: no longer in the policy)
+    rows: int  # rows of the stored table
+
+    @property
+    def removes(self) -> bool:
+        return self.before not in (None, "drop")
+
+    @property
+    def fills(self) -> bool:
+        return self.after not in (None, "drop")
+
+    @property
+    def kind(self) -> str:
+        if self.removes and self.fills:
+            return "rewritten"
+        return "removed" if self.removes else "backfilled"
+
+
+@dataclass(frozen=True)
+class TableChange:
+    table: str
+    rows: int
+    why: str
+    rebuild: bool = False  # loaded again from production in this run
+
+
+@dataclass
+class PolicyChanges:
+    tables: list[TableChange] = field(default_factory=list)
+    columns: list[ColumnChange] = field(default_factory=list)
+    reclassified: list[ColumnRecord] = field(default_factory=list)  # same action, new class
+    records: list[ColumnRecord] = field(default_factory=list)  # records to complete, silently
+
+    @property
+    def removes(self) -> bool:
+        return bool(self.tables) or any(c.removes for c in self.columns)
+
+    def __bool__(self) -> bool:
+        """Whether anything the user should hear of changes."""
+        return bool(self.tables or self.columns or self.reclassified)
+
+    def lines(self) -> list[str]:
+        """What the change will do, one line per table or column."""
+        out = []
+        for t in self.tables:
+            verb = "rebuilt from production" if t.rebuild else "removed from the store"
+            out.append(f"table {t.table}: {verb} ({t.rows:,} rows): {t.why}")
+        for c in self.columns:
+            rule = f"{c.before or 'not copied'} → {c.after or 'not in the policy'}"
+            what = {
+                "removed": "values removed",
+                "rewritten": "old values removed, then copied again from production",
+                "backfilled": "copied from production for every row",
+            }[c.kind]
+            out.append(f"column {c.table}.{c.column} ({rule}): {what} ({c.rows:,} rows)")
+        for r in self.reclassified:
+            out.append(f"column {r.table}.{r.column}: class now {r.data_class} (same action)")
+        if self.removes:
+            out.append(
+                "KPI rollups dropped (rebuilt after the sync); store copied into a fresh file"
+            )
+        return out
+
+
+def plan_changes(
+    store: Store, tables: list[CompiledTable], excluded: frozenset[str] = frozenset()
+) -> PolicyChanges:
+    """What converging the store to the compiled policy (``tables``) takes."""
+    changes = PolicyChanges()
+    wanted = {t.policy.name: t for t in tables}
+    records = column_records(store)
+    for name in store.table_names():
+        if name not in wanted:
+            why = "excluded by the policy" if name in excluded else "not in the policy"
+            changes.tables.append(TableChange(name, _rows(store, name), why))
+    for name, compiled in wanted.items():
+        if store.has_table(name):
+            _plan_table(store, compiled, records.get(name, {}), changes)
+    return changes
+
+
+def _plan_table(store: Store, compiled: CompiledTable, records: dict[str, ColumnRecord],
+                changes: PolicyChanges) -> None:  # fmt: skip
+    name = compiled.policy.name
+    present = set(stored_columns(store, name)) - set(LINEAGE_COLUMNS)
+    rows = _rows(store, name)
+    found: list[ColumnChange] = []
+    for column, rule in compiled.policy.columns.items():
+        record = records.get(column)
+        before = record.spec if record and (column in present or not record.stored) else None
+        after = action_spec(rule.action)
+        if record and record.legacy and before == rule.action.name:
+            before = after  # recorded before specs were: the same action, taken as the same
+        if before == after or (before is None and after == "drop"):
+            if record and record.data_class is not None and record.data_class != rule.data_class:
+                changes.reclassified.append(column_record(compiled, column))
+            elif record is None or record.legacy or record.data_class is None:
+                changes.records.append(column_record(compiled, column))
+            continue
+        found.append(ColumnChange(name, column, before, after, rows))
+    for column in sorted(present - set(compiled.policy.columns)):
+        spec = records[column].spec if column in records else "not made by vigie"
+        found.append(ColumnChange(name, column, spec, None, rows))
+    if any(c.column in compiled.key for c in found):
+        changes.tables.append(TableChange(name, rows, "a key column's rule changed", True))
+    else:
+        changes.columns += found
+
+
+def apply_removals(store: Store, changes: PolicyChanges, tables: list[CompiledTable]) -> None:
+    """Everything the change removes, before anything is copied; then a fresh file."""
+    wanted = {t.policy.name: t for t in tables}
+    with store.transaction() as con:
+        for t in changes.tables:
+            con.execute(f"DROP TABLE IF EXISTS {q(t.table)}")
+            forget_table(con, t.table)
+        for name in sorted({c.table for c in changes.columns}):
+            gone = [c for c in changes.columns if c.table == name and c.removes]
+            if gone:
+                _drop_columns(con, store, name, [c.column for c in gone])
+            forget_columns(con, name, [c.column for c in changes.columns if c.table == name])
+            for c in changes.columns:
+                if c.table == name and c.after == "drop":
+                    record_column(con, column_record(wanted[name], c.column))
+        for record in [*changes.reclassified, *changes.records]:
+            record_column(con, record)
+        if changes.removes:
+            con.execute(f"DROP SCHEMA IF EXISTS {ROLLUP_SCHEMA} CASCADE")
+    if changes.removes:
+        store.rewrite_fresh()
+
+
+def _drop_columns(con: Any, store: Store, table: str, columns: list[str]) -> None:
+    """The table rewritten without ``columns`` (a new table, then the old one dropped)."""
+    keep = [q(c) for c in stored_columns(store, table) if c not in columns]
+    new = q(table + "__vigie_rewrite")
+    con.execute(f"CREATE TABLE {new} AS SELECT {', '.join(keep)} FROM {q(table)}")
+    con.execute(f"DROP TABLE {q(table)}")
+    con.execute(f"ALTER TABLE {new} RENAME TO {q(table)}")
+
+
+def mark_converged(store: Store, run_id: int) -> None:
+    """The run's policy is in force in the store from now on (``readable_between``)."""
+    with store.transaction() as con:
+        con.execute(
+            f"UPDATE {META}.runs SET converged_at = ? WHERE run_id = ?",
+            [datetime.now(UTC).replace(tzinfo=None), run_id],
+        )
+
+
+def _rows(store: Store, table: str) -> int:
+    return int(store.rows(f"SELECT COUNT(*) FROM {q(table)}")[0][0])
