@@ -14,7 +14,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 COMMANDS = [
     ["fleet", "generate"], ["fleet", "tick"], ["fleet", "show"], ["fleet", "checksum"],
     ["policy", "check"], ["policy", "suggest"], ["keys", "init"], ["sync"], ["demo"],
-    ["kpi", "list"], ["kpi", "show"], ["kpi", "chart"], ["kpi", "refresh"],
+    ["kpi", "list"], ["kpi", "show"], ["kpi", "chart"], ["kpi", "refresh"], ["store", "verify"],
 ]  # fmt: skip
 
 

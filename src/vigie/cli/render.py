@@ -186,6 +186,11 @@ def sync_summary(report: SyncReport, keys_source: str) -> None:
         f"{report.rows:,} rows in {report.seconds:.1f} s from {report.source}; keys from "
         f"{keys_source}; pseudonyms by {report.hmac_engine}."
     )
+    if report.changes.removes:
+        console.print(
+            f"Converged to the policy in {report.converge_seconds:.1f} s (removals and the "
+            "store's fresh file; backfills are in their tables' time)."
+        )
     for t in report.tables:
         if t.message and t.status == "ok":
             console.print(f"[yellow]note[/] {t.table}: {t.message}")

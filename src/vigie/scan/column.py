@@ -12,7 +12,7 @@ from collections.abc import Callable
 import polars as pl
 
 from vigie.scan.detectors import Hit, redact, scan_column
-from vigie.scan.identifying import Singling, singling
+from vigie.scan.identifying import Singling, measurable, singling
 from vigie.scan.names import find_names
 
 BEHAVIOUR = ("person_name", "identifier")
@@ -38,19 +38,22 @@ def identifier_hit(column: str, found: Singling | None) -> Hit | None:
 
 def scan_batch_column(
     column: str,
-    values: pl.Series,
+    values: Callable[[], pl.Series],
     distinct: pl.Series,
     entities: Callable[[], dict[str, pl.Series]],
     allowed: set[str],
     behaviour: bool = True,
 ) -> list[Hit]:
-    """Hits of one batch's kept column: ``values`` (every row, for the behaviour of the
-    column), ``distinct`` (its distinct values), ``entities`` (the row's parents, as
-    pseudonyms, aligned with ``values``; asked for only when the column is worth
-    measuring)."""
+    """Hits of one batch's kept column: ``distinct`` (its distinct values), ``values()``
+    (every row) and ``entities()`` (the rows' parents, as pseudonyms, aligned with the
+    values), the last two asked for only when the column has values enough to identify."""
+
+    def measure() -> Singling | None:
+        return singling(values(), entities) if measurable(distinct.len()) else None
+
     hits = scan_column(column, distinct, allowed)
     if behaviour:
-        hits += _behaviour(column, distinct, allowed, lambda: singling(values, entities))
+        hits += _behaviour(column, distinct, allowed, measure)
     return hits
 
 

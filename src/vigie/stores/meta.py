@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from vigie.policy.model import Action, Drop, Keep, Policy, Pseudonymize
 
-if TYPE_CHECKING:
-    from vigie.stores.duckdb_store import Store
+
+class Store(Protocol):
+    """What this module needs of a store (``duckdb_store.Store``, which imports this)."""
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]: ...
+
 
 META = "_vigie"
 SCHEMA_SQL = f"""
@@ -86,10 +90,15 @@ class ColumnRecord:
 
 def column_records(store: Store) -> dict[str, dict[str, ColumnRecord]]:
     """Every recorded column, by table. Stores made before specs were recorded give the
-    action's name as its spec."""
+    action's name as its spec (also when opened read-only, before any migration ran)."""
     out: dict[str, dict[str, ColumnRecord]] = {}
+    have = {c for (c,) in store.rows(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'store' "
+        f"AND table_schema = '{META}' AND table_name = 'columns'"
+    )}  # fmt: skip
+    extra = [c if c in have else f"NULL AS {c}" for c in ("spec", "data_class", "store_type")]
     for table, column, source_type, action, spec, data_class, store_type in store.rows(
-        f"SELECT table_name, column_name, source_type, action, spec, data_class, store_type "
+        f"SELECT table_name, column_name, source_type, action, {', '.join(extra)} "
         f"FROM {META}.columns"
     ):
         out.setdefault(table, {})[column] = ColumnRecord(

@@ -9,6 +9,8 @@ batch is written.
 
 from __future__ import annotations
 
+from functools import partial
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -43,7 +45,7 @@ def scan(compiled: CompiledTable, masked: pa.Table) -> None:
 
     def entities() -> dict[str, pl.Series]:  # built only for a column worth measuring
         return {
-            name: pl.Series(name, masked.column(name).cast(pa.string()))
+            name: pl.Series(name, masked.column(name))
             for name in sorted(compiled.pseudonym_columns)
             if name in masked.column_names
         }
@@ -53,11 +55,12 @@ def scan(compiled: CompiledTable, masked: pa.Table) -> None:
             continue
         rule = compiled.policy.columns[column]
         assert isinstance(rule.action, Keep)
-        values = pl.Series(column, masked.column(column))
-        distinct = pl.Series(column, pc.unique(masked.column(column)))
+        kept = masked.column(column)
+        distinct = pl.Series(column, pc.unique(kept))
         hits = scan_batch_column(
-            column, values, distinct, entities, set(rule.allow), BEHAVIOUR_DETECTORS
-        )
+            column, partial(pl.Series, column, kept), distinct,
+            entities, set(rule.allow), BEHAVIOUR_DETECTORS,
+        )  # fmt: skip
         if hits:
             raise scan_hit(compiled.policy.name, rule, hits[0], "in this batch")
 

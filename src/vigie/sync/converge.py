@@ -39,6 +39,7 @@ from vigie.sync.backfill import stored_columns
 from vigie.sync.writer import LINEAGE_COLUMNS, column_record
 
 ROLLUP_SCHEMA = "_vigie_kpi"
+UNRECORDED = "not recorded by any sync"
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,10 @@ def _plan_table(store: Store, compiled: CompiledTable, records: dict[str, Column
                 changes: PolicyChanges) -> None:  # fmt: skip
     name = compiled.policy.name
     present = set(stored_columns(store, name)) - set(LINEAGE_COLUMNS)
-    rows = _rows(store, name)
-    found: list[ColumnChange] = []
+    found: list[tuple[str, str | None, str | None]] = []  # column, before, after
     for column, rule in compiled.policy.columns.items():
         record = records.get(column)
-        before = record.spec if record and (column in present or not record.stored) else None
+        before = _stored_as(record, column in present)
         after = action_spec(rule.action)
         if record and record.legacy and before == rule.action.name:
             before = after  # recorded before specs were: the same action, taken as the same
@@ -145,14 +145,26 @@ def _plan_table(store: Store, compiled: CompiledTable, records: dict[str, Column
             elif record is None or record.legacy or record.data_class is None:
                 changes.records.append(column_record(compiled, column))
             continue
-        found.append(ColumnChange(name, column, before, after, rows))
+        found.append((column, before, after))
     for column in sorted(present - set(compiled.policy.columns)):
-        spec = records[column].spec if column in records else "not made by vigie"
-        found.append(ColumnChange(name, column, spec, None, rows))
-    if any(c.column in compiled.key for c in found):
+        found.append((column, _stored_as(records.get(column), True), None))
+    if not found:
+        return
+    rows = _rows(store, name)
+    if any(column in compiled.key for column, _, _ in found):
         changes.tables.append(TableChange(name, rows, "a key column's rule changed", True))
     else:
-        changes.columns += found
+        changes.columns += [ColumnChange(name, c, b, a, rows) for c, b, a in found]
+
+
+def _stored_as(record: ColumnRecord | None, present: bool) -> str | None:
+    """How the store holds a column: its recorded spec; ``drop`` when recorded as not
+    copied and absent; None when absent; and when present but not recorded as copied (a
+    column added by hand, maybe under the name of a dropped one), a spec that matches no
+    rule, so that it is removed."""
+    if present:
+        return record.spec if record is not None and record.stored else UNRECORDED
+    return "drop" if record is not None and not record.stored else None
 
 
 def apply_removals(store: Store, changes: PolicyChanges, tables: list[CompiledTable]) -> None:

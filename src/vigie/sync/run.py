@@ -42,6 +42,7 @@ class SyncReport:
     counted_ahead: list[str] = field(default_factory=list)  # production counts read ahead
     read_ahead: list[str] = field(default_factory=list)  # deltas read ahead (ReadAhead)
     changes: PolicyChanges = field(default_factory=PolicyChanges)  # converged to the policy
+    converge_seconds: float = 0.0  # removing what the policy no longer copies
 
     @property
     def failed(self) -> list[TableResult]:
@@ -150,11 +151,13 @@ class Syncer:
                 announce(changes)
             now = datetime.now(UTC).replace(tzinfo=None)
             run_id = _begin_run(store, dsn, policy, now)
+            converging = time.perf_counter()
             apply_removals(store, changes, plan.tables)  # before anything is copied
             mark_converged(store, run_id)
+            converged = time.perf_counter() - converging
             ahead.start(_counts_needed(store, plan, counters), _deltas(store, plan))
             report = SyncReport(run_id, str(dsn), self.store_path, now, unlisted=plan.unlisted)
-            report.changes = changes
+            report.changes, report.converge_seconds = changes, converged
             report.counted_ahead = ahead.counted
             tables = [
                 TableSync(store, source, c, keys, run_id, now, progress, batch_rows,
