@@ -135,6 +135,21 @@ def test_all_changes_at_once_with_a_tick_converge_on_every_engine(any_dsn, keys,
     assert_converged(any_dsn, changed, store, keys, tmp_path)
 
 
+def test_exclusion_new_column_and_domain_change_converge_on_every_engine(any_dsn, keys, tmp_path):
+    """The kinds of change the test above leaves out, on SQLite, PostgreSQL and MariaDB."""
+    generate_fleet(any_dsn, SPEC)
+    store = tmp_path / "store" / "vigie.duckdb"
+    assert not sync(any_dsn, EXAMPLE_POLICY, store, keys, batch_rows=700).failed
+    text = BASE
+    for kind in ("table_excluded", "new_column", "domain_change"):
+        text = CHANGES[kind][0](text)
+    prod_exec(any_dsn, *CHANGES["new_column"][1])
+    changed = write_policy(tmp_path, "more", text)
+    report = sync(any_dsn, changed, store, keys, batch_rows=700)
+    assert {t.table: t.backfilled for t in report.tables}["devices"] == ["hw_rev"]
+    assert_converged(any_dsn, changed, store, keys, tmp_path)
+
+
 def test_tightened_values_appear_nowhere_in_the_store(sqlite_dsn, keys, tmp_path):
     """users.country to drop and payment_methods excluded: after one sync no country and
     no card brand is anywhere in the store (tables, lineage, metadata, KPI rollups), and

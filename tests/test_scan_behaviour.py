@@ -112,7 +112,7 @@ def test_person_names_inside_labels_stop_the_table(tmp_path, keys, store_path):
     assert not any(name in failed.message for name in NAMES)
 
 
-@pytest.mark.parametrize("name", ["Søren", "Анна", "陽子", "Kwame"])
+@pytest.mark.parametrize("name", ["Søren", "Анна", "陽子", "Kwame", "अनुपम"])
 def test_the_name_lexicon_spans_locales_and_scripts(name):
     found = find_names(pl.Series([f"{name}'s room", f"{name} garage", "Kitchen"]))
     assert found.values == 2

@@ -14,9 +14,9 @@ from vigie.kpi.model import Metrics, ShareWithin
 from vigie.kpi.query import KpiQuery, compile_query, population_sql, q, validate
 from vigie.kpi.suppress import Cell, suppress
 from vigie.stores.duckdb_store import Store
-from vigie.stores.meta import META
+from vigie.stores.meta import META, ROLLUP_SCHEMA
 
-ROLLUPS = "_vigie_kpi"
+ROLLUPS = ROLLUP_SCHEMA
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ locales, Latin, Cyrillic, Greek, Arabic, Indic, CJK and more scripts), lower-cas
 maintained, independent list, not one typed here. Surnames are not used: too many are
 ordinary words (``Room``, ``Link``, ``Stone``).
 
-A value *bears a name* when one of its words (a run of 3+ letters of any script) is a
+A value *bears a name* when one of its words (3+ letters of any script, with their
+combining marks) is a
 first name; names written in scripts without spaces between words (Chinese, Japanese,
 Thai...) are looked for inside the text instead. A column *holds names* when its distinct
 values bear several different names, in more than a small share of them: categories that
@@ -34,6 +35,8 @@ class Lexicon:
     words: pl.Series  # first names written with spaces around them, lower case
     unspaced: tuple[str, ...]  # names in scripts without spaces, matched inside text
     locales: int
+    word_set: frozenset[str]  # ``words`` again, for a few values at a time
+    word_list: pl.Series  # ``words`` imploded once, for ``is_in`` over many values
 
 
 @cache
@@ -56,15 +59,28 @@ def lexicon() -> Lexicon:
                 names.update(n.strip().lower() for n in value if isinstance(n, str))
     unspaced = tuple(sorted(n for n in names if _UNSPACED.search(n) and len(n) >= 2))
     words = sorted(n for n in names if not _UNSPACED.search(n) and len(n) >= 3 and " " not in n)
-    return Lexicon(pl.Series("name", words, dtype=pl.String), unspaced, locales)
+    series = pl.Series("name", words, dtype=pl.String)
+    return Lexicon(series, unspaced, locales, frozenset(words), series.implode())
+
+
+# Up to this many distinct values (a category column, in most batches), names are looked
+# up value by value, which is faster than building the frames the vectorized path needs.
+_FEW = 256
+# A word: 3+ letters with their combining marks (Indic scripts write vowels as marks).
+_WORD = r"[\p{L}\p{M}\x{200C}\x{200D}]{3,}"
 
 
 def names_in(distinct: pl.Series) -> pl.DataFrame:
     """For each distinct value (``i``, its position) the first names it bears (``name``)."""
     lex = lexicon()
     lower = distinct.cast(pl.String).str.to_lowercase()
-    frame = pl.DataFrame({"i": range(lower.len()), "word": lower.str.extract_all(r"\p{L}{3,}")})
-    words = frame.explode("word").filter(pl.col("word").is_in(lex.words.implode()))
+    tokens = lower.str.extract_all(_WORD)
+    if lower.len() <= _FEW and not lower.str.contains(_UNSPACED.pattern).any():
+        pairs = [(i, w) for i, ws in enumerate(tokens.to_list()) for w in ws or ()
+                 if w in lex.word_set]  # fmt: skip
+        return pl.DataFrame(pairs, schema={"i": pl.Int64, "name": pl.String}, orient="row")
+    frame = pl.DataFrame({"i": range(lower.len()), "word": tokens})
+    words = frame.explode("word").filter(pl.col("word").is_in(lex.word_list))
     found = [words.rename({"word": "name"})]
     if lex.unspaced and lower.str.contains(_UNSPACED.pattern).any():
         inside = pl.DataFrame(

@@ -30,11 +30,16 @@ from vigie.policy.model import Keep, Policy, Pseudonymize
 from vigie.scan.column import scan_whole_column
 from vigie.scan.identifying import Singling, measurable
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import META, META_TABLES, action_spec, column_records
+from vigie.stores.meta import (
+    LINEAGE_COLUMNS,
+    META,
+    META_TABLES,
+    ROLLUP_SCHEMA,
+    action_spec,
+    column_records,
+)
 
 CHECKS = ("modes", "encryption", "keys", "schema", "foreign", "scan")
-LINEAGE = ("_vigie_bucket", "_vigie_first_seen", "_vigie_run")
-ROLLUPS = "_vigie_kpi"
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def check_schema(store: Store, policy: Policy) -> Iterator[Finding]:
             )
             continue
         have = stored[name]
-        for column in sorted(set(have) - set(LINEAGE)):
+        for column in sorted(set(have) - set(LINEAGE_COLUMNS)):
             rule = table.columns.get(column)
             where = f"{name}.{column}"
             record = records.get(name, {}).get(column)
@@ -178,7 +183,7 @@ def check_foreign(store: Store, policy: Policy) -> Iterator[Finding]:
         "WHERE table_catalog = 'store' AND table_schema <> 'main' ORDER BY 1, 2"
     ):
         known = (schema == META and (table in META_TABLES or table in history)) or (
-            schema == ROLLUPS and (table == "registry" or table in rollups)
+            schema == ROLLUP_SCHEMA and (table == "registry" or table in rollups)
         )
         if not known:
             yield Finding(
@@ -256,6 +261,6 @@ def _columns(store: Store) -> dict[str, dict[str, str]]:
 
 def _rollup_names(store: Store) -> set[str]:
     try:
-        return {n for (n,) in store.rows(f"SELECT name FROM {ROLLUPS}.registry")}
+        return {n for (n,) in store.rows(f"SELECT name FROM {ROLLUP_SCHEMA}.registry")}
     except Exception:  # no rollups built yet
         return set()

@@ -27,6 +27,9 @@ class Store(Protocol):
 
 
 META = "_vigie"
+ROLLUP_SCHEMA = "_vigie_kpi"  # the KPI rollups (``vigie.kpi.engine``): derived, rebuildable
+# What every stored table has besides the policy's columns (see ``duckdb_store``).
+LINEAGE_COLUMNS = ("_vigie_bucket", "_vigie_first_seen", "_vigie_run")
 SCHEMA_SQL = f"""
 CREATE SCHEMA IF NOT EXISTS {META};
 CREATE TABLE IF NOT EXISTS {META}.meta (key VARCHAR PRIMARY KEY, value VARCHAR);

@@ -16,10 +16,9 @@ from vigie.keys import Keys
 from vigie.policy.compile import CompiledTable
 from vigie.sources.base import KeyRange, Source
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import record_column
+from vigie.stores.meta import LINEAGE_COLUMNS, record_column
 from vigie.sync.batch import mask_and_scan
 from vigie.sync.writer import (
-    LINEAGE_COLUMNS,
     TableWriter,
     column_record,
     select_columns,

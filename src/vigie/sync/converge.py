@@ -27,7 +27,9 @@ from typing import Any
 from vigie.policy.compile import CompiledTable
 from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import (
+    LINEAGE_COLUMNS,
     META,
+    ROLLUP_SCHEMA,
     ColumnRecord,
     action_spec,
     column_records,
@@ -36,9 +38,8 @@ from vigie.stores.meta import (
     record_column,
 )
 from vigie.sync.backfill import stored_columns
-from vigie.sync.writer import LINEAGE_COLUMNS, column_record
+from vigie.sync.writer import column_record
 
-ROLLUP_SCHEMA = "_vigie_kpi"
 UNRECORDED = "not recorded by any sync"
 
 
@@ -177,7 +178,7 @@ def apply_removals(store: Store, changes: PolicyChanges, tables: list[CompiledTa
         for name in sorted({c.table for c in changes.columns}):
             gone = [c for c in changes.columns if c.table == name and c.removes]
             if gone:
-                _drop_columns(con, store, name, [c.column for c in gone])
+                _drop_columns(con, name, [c.column for c in gone])
             forget_columns(con, name, [c.column for c in changes.columns if c.table == name])
             for c in changes.columns:
                 if c.table == name and c.after == "drop":
@@ -190,13 +191,11 @@ def apply_removals(store: Store, changes: PolicyChanges, tables: list[CompiledTa
         store.rewrite_fresh()
 
 
-def _drop_columns(con: Any, store: Store, table: str, columns: list[str]) -> None:
-    """The table rewritten without ``columns`` (a new table, then the old one dropped)."""
-    keep = [q(c) for c in stored_columns(store, table) if c not in columns]
-    new = q(table + "__vigie_rewrite")
-    con.execute(f"CREATE TABLE {new} AS SELECT {', '.join(keep)} FROM {q(table)}")
-    con.execute(f"DROP TABLE {q(table)}")
-    con.execute(f"ALTER TABLE {new} RENAME TO {q(table)}")
+def _drop_columns(con: Any, table: str, columns: list[str]) -> None:
+    """``columns`` out of the table's schema (their blocks are left behind in the file,
+    which ``Store.rewrite_fresh`` then leaves behind in turn)."""
+    for column in columns:
+        con.execute(f"ALTER TABLE {q(table)} DROP COLUMN {q(column)}")
 
 
 def mark_converged(store: Store, run_id: int) -> None:

@@ -20,7 +20,6 @@ from vigie.stores.meta import META, ColumnRecord, action_spec, record_column
 from vigie.sync.state import TableResult
 
 ROW_GROUP = 122_880
-LINEAGE_COLUMNS = (BUCKET_COLUMN, "_vigie_first_seen", "_vigie_run")
 _TYPES = {
     "integer": "BIGINT",
     "float": "DOUBLE",
