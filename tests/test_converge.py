@@ -244,3 +244,17 @@ def test_a_hand_added_column_named_like_a_dropped_one_is_removed(sqlite_dsn, key
     assert any("users.password_hash (not recorded by any sync → drop)" in line
                for line in heard[0].lines())  # fmt: skip
     assert values_anywhere(store, keys, {"x$y$z"}) == []
+
+
+def test_a_column_altered_to_another_type_is_copied_again(sqlite_dsn, keys, tmp_path):
+    """A pseudonym column turned into text by hand (it could then hold anything) is
+    removed and copied again from production."""
+    generate_fleet(sqlite_dsn, SPEC)
+    store = tmp_path / "store" / "vigie.duckdb"
+    sync(sqlite_dsn, EXAMPLE_POLICY, store, keys)
+    with Store(store, keys) as s:
+        s.con.execute("ALTER TABLE devices ALTER COLUMN user_id TYPE VARCHAR")
+        s.con.execute("UPDATE devices SET user_id = 'raw user 42'")
+    sync(sqlite_dsn, EXAMPLE_POLICY, store, keys)
+    assert values_anywhere(store, keys, {"raw user 42"}) == []
+    assert_converged(sqlite_dsn, EXAMPLE_POLICY, store, keys, tmp_path)

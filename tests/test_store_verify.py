@@ -76,7 +76,7 @@ def test_a_tightened_policy_not_yet_synced_is_a_finding(synced, keys, tmp_path):
     found = findings(synced, keys, tight)
     assert found == [
         f"schema: users.country: the store holds this column, 'drop' at {tight}:19:22 → "
-        "Run `vigie sync`: it removes the column and rewrites the store."
+        "Run `vigie sync`: it converges the store to the policy."
     ]
 
 

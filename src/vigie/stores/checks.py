@@ -26,7 +26,7 @@ import polars as pl
 
 from vigie.errors import KeyfileError
 from vigie.keys import Keys
-from vigie.policy.model import Keep, Policy, Pseudonymize
+from vigie.policy.model import Keep, Policy, Pseudonymize, TablePolicy
 from vigie.scan.column import scan_whole_column
 from vigie.scan.identifying import Singling, measurable
 from vigie.stores.duckdb_store import Store, q
@@ -35,6 +35,7 @@ from vigie.stores.meta import (
     META,
     META_TABLES,
     ROLLUP_SCHEMA,
+    ColumnRecord,
     action_spec,
     column_records,
 )
@@ -108,68 +109,48 @@ def check_schema(store: Store, policy: Policy) -> Iterator[Finding]:
     stored = _columns(store)
     for extra in sorted(set(stored) - set(policy.tables)):
         why = "excluded by" if extra in policy.exclude else "not in"
-        yield Finding(
-            "schema",
-            extra,
-            f"the store holds table {extra}, {why} the policy",
-            "Run `vigie sync` (it removes what the policy no longer copies).",
-        )
+        fix = "Run `vigie sync` (it removes what the policy no longer copies)."
+        yield _schema(extra, f"the store holds table {extra}, {why} the policy", fix)
     for name, table in policy.tables.items():
         if name not in stored:
-            yield Finding(
-                "schema",
-                name,
-                "the policy copies this table; the store lacks it",
-                "Run `vigie sync`.",
-            )
+            yield _schema(name, "the policy copies this table; the store lacks it",
+                          "Run `vigie sync`.")  # fmt: skip
+        else:
+            yield from _check_columns(table, stored[name], records.get(name, {}))
+
+
+def _check_columns(
+    table: TablePolicy, have: dict[str, str], records: dict[str, ColumnRecord]
+) -> Iterator[Finding]:
+    """A stored table's columns against its policy and what the last sync recorded."""
+    converge = "Run `vigie sync`: it converges the store to the policy."
+    for column in sorted(set(have) - set(LINEAGE_COLUMNS)):
+        rule, record = table.columns.get(column), records.get(column)
+        where = f"{table.name}.{column}"
+        if rule is None or not rule.leaves_production:
+            why = "not in the policy" if rule is None else f"'drop' at {rule.where}"
+            yield _schema(where, f"the store holds this column, {why}", converge)
             continue
-        have = stored[name]
-        for column in sorted(set(have) - set(LINEAGE_COLUMNS)):
-            rule = table.columns.get(column)
-            where = f"{name}.{column}"
-            record = records.get(name, {}).get(column)
-            if rule is None or not rule.leaves_production:
-                why = "not in the policy" if rule is None else f"'drop' at {rule.where}"
-                yield Finding(
-                    "schema",
-                    where,
-                    f"the store holds this column, {why}",
-                    "Run `vigie sync`: it removes the column and rewrites the store.",
-                )
-                continue
-            spec = action_spec(rule.action)
-            if record is None:
-                yield Finding(
-                    "schema",
-                    where,
-                    "no sync recorded this column (added by hand?)",
-                    "Run `vigie sync`: it removes it or copies it under the policy.",
-                )
-            elif record.spec != spec and not (record.legacy and record.spec == rule.action.name):
-                yield Finding(
-                    "schema",
-                    where,
-                    f"stored as '{record.spec}', the policy says '{spec}' at {rule.where}",
-                    "Run `vigie sync`: it converges the store to the policy.",
-                )
-            expected = (
-                "UUID" if isinstance(rule.action, Pseudonymize) else record and record.store_type
-            )
-            if expected and have[column] != expected:
-                yield Finding(
-                    "schema",
-                    where,
-                    f"type {have[column]}, recorded {expected}",
-                    "The column was altered outside vigie: sync into a new store.",
-                )
-        for column, rule in table.columns.items():
-            if rule.leaves_production and column not in have:
-                yield Finding(
-                    "schema",
-                    f"{name}.{column}",
-                    f"the policy copies this column ({rule.where}); the store lacks it",
-                    "Run `vigie sync`: it backfills the column.",
-                )
+        spec = action_spec(rule.action)
+        if record is None:
+            yield _schema(where, "no sync recorded this column (added by hand?)", converge)
+        elif record.spec != spec and not (record.legacy and record.spec == rule.action.name):
+            yield _schema(where, f"stored as '{record.spec}', the policy says '{spec}' at "
+                          f"{rule.where}", converge)  # fmt: skip
+        expected = "UUID" if isinstance(rule.action, Pseudonymize) else None
+        expected = expected or (record.store_type if record else None)
+        if expected and have[column] != expected:
+            yield _schema(where, f"type {have[column]}, recorded {expected} (altered outside "
+                          "vigie)", converge)  # fmt: skip
+    for column, rule in table.columns.items():
+        if rule.leaves_production and column not in have:
+            yield _schema(f"{table.name}.{column}",
+                          f"the policy copies this column ({rule.where}); the store lacks it",
+                          "Run `vigie sync`: it backfills the column.")  # fmt: skip
+
+
+def _schema(where: str, problem: str, fix: str) -> Finding:
+    return Finding("schema", where, problem, fix)
 
 
 def check_foreign(store: Store, policy: Policy) -> Iterator[Finding]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from vigie.policy.model import Action, Drop, Keep, Policy, Pseudonymize
 
 
@@ -143,13 +145,18 @@ def record_policy(con: Any, run_id: int, policy: Policy, now: datetime) -> None:
         f"INSERT INTO {META}.policies VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         [policy.digest, now, policy.text],
     )
-    rows = [
-        [run_id, rule.table, rule.column, rule.data_class, action_spec(rule.action)]
-        for table in policy.tables.values()
-        for rule in table.columns.values()
-    ]
-    if rows:
-        con.executemany(f"INSERT INTO {META}.run_columns VALUES (?, ?, ?, ?, ?)", rows)
+    rules = [rule for table in policy.tables.values() for rule in table.columns.values()]
+    columns = pa.table({
+        "table_name": [r.table for r in rules],
+        "column_name": [r.column for r in rules],
+        "data_class": [r.data_class for r in rules],
+        "action": [action_spec(r.action) for r in rules],
+    })  # fmt: skip
+    con.register("vigie_run_columns", columns)  # one statement, not one per column
+    try:
+        con.execute(f"INSERT INTO {META}.run_columns SELECT ?, * FROM vigie_run_columns", [run_id])
+    finally:
+        con.unregister("vigie_run_columns")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,13 @@ columns the policy now copies. Before the table's passes, those columns are read
 production for every row (in the run's snapshot), masked and scanned as any batch, staged
 in a temporary table and joined to the stored rows by key into a new table that replaces
 the old one in one transaction: no row is left without them, so KPIs never mix rows with
-and without a column. Which columns are missing is read from the store's schema each time,
-so a crash before the swap simply backfills again at the next run.
+and without a column. Which columns are missing is read from the store's schema at each run
+(``converge.plan_changes``), so a crash before the swap simply backfills again.
 """
 
 from __future__ import annotations
 
 from vigie.keys import Keys
-from vigie.policy.compile import CompiledTable
 from vigie.sources.base import KeyRange, Source
 from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import LINEAGE_COLUMNS, record_column
@@ -26,28 +25,22 @@ from vigie.sync.writer import (
 )
 
 
-def stored_columns(store: Store, table: str) -> list[str]:
-    """The columns of a store table, in order (lineage columns included)."""
-    return [
-        c
-        for (c,) in store.rows(
-            "SELECT column_name FROM information_schema.columns WHERE table_catalog = 'store' "
-            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
-            [table],
-        )
-    ]
+def stored_columns(store: Store) -> dict[str, dict[str, str]]:
+    """Every store table's columns and their types, in order (lineage columns included)."""
+    out: dict[str, dict[str, str]] = {}
+    for table, column, kind in store.rows(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE "
+        "table_catalog = 'store' AND table_schema = 'main' ORDER BY ordinal_position"
+    ):
+        out.setdefault(table, {})[column] = kind
+    return out
 
 
-def missing_columns(store: Store, compiled: CompiledTable) -> list[str]:
-    """Copied columns of the policy the stored table lacks."""
-    have = set(stored_columns(store, compiled.policy.name))
-    return [c.name for c in compiled.columns if c.name not in have]
-
-
-def backfill(writer: TableWriter, source: Source, keys: Keys, batch_rows: int) -> list[str]:
-    """Fill the columns the stored table lacks from production; returns their names."""
+def backfill(writer: TableWriter, source: Source, keys: Keys, batch_rows: int,
+             missing: list[str]) -> list[str]:  # fmt: skip
+    """Fill ``missing``, columns the stored table lacks (``converge`` finds them), from
+    production; returns their names."""
     store, c = writer.store, writer.c
-    missing = missing_columns(store, c)
     if not missing:
         return []
     if set(missing) & set(c.key):

@@ -85,6 +85,10 @@ class PolicyChanges:
     def removes(self) -> bool:
         return bool(self.tables) or any(c.removes for c in self.columns)
 
+    def fills(self, table: str) -> list[str]:
+        """The columns of ``table`` to backfill from production."""
+        return [c.column for c in self.columns if c.table == table and c.fills]
+
     def __bool__(self) -> bool:
         """Whether anything the user should hear of changes."""
         return bool(self.tables or self.columns or self.reclassified)
@@ -118,25 +122,25 @@ def plan_changes(
     """What converging the store to the compiled policy (``tables``) takes."""
     changes = PolicyChanges()
     wanted = {t.policy.name: t for t in tables}
-    records = column_records(store)
-    for name in store.table_names():
+    records, schema = column_records(store), stored_columns(store)
+    for name in schema:
         if name not in wanted:
             why = "excluded by the policy" if name in excluded else "not in the policy"
             changes.tables.append(TableChange(name, _rows(store, name), why))
     for name, compiled in wanted.items():
-        if store.has_table(name):
-            _plan_table(store, compiled, records.get(name, {}), changes)
+        if name in schema:
+            _plan_table(store, compiled, schema[name], records.get(name, {}), changes)
     return changes
 
 
-def _plan_table(store: Store, compiled: CompiledTable, records: dict[str, ColumnRecord],
-                changes: PolicyChanges) -> None:  # fmt: skip
+def _plan_table(store: Store, compiled: CompiledTable, types: dict[str, str],
+                records: dict[str, ColumnRecord], changes: PolicyChanges) -> None:  # fmt: skip
     name = compiled.policy.name
-    present = set(stored_columns(store, name)) - set(LINEAGE_COLUMNS)
+    present = set(types) - set(LINEAGE_COLUMNS)
     found: list[tuple[str, str | None, str | None]] = []  # column, before, after
     for column, rule in compiled.policy.columns.items():
         record = records.get(column)
-        before = _stored_as(record, column in present)
+        before = _stored_as(record, types.get(column))
         after = action_spec(rule.action)
         if record and record.legacy and before == rule.action.name:
             before = after  # recorded before specs were: the same action, taken as the same
@@ -148,7 +152,7 @@ def _plan_table(store: Store, compiled: CompiledTable, records: dict[str, Column
             continue
         found.append((column, before, after))
     for column in sorted(present - set(compiled.policy.columns)):
-        found.append((column, _stored_as(records.get(column), True), None))
+        found.append((column, _stored_as(records.get(column), types[column]), None))
     if not found:
         return
     rows = _rows(store, name)
@@ -158,14 +162,19 @@ def _plan_table(store: Store, compiled: CompiledTable, records: dict[str, Column
         changes.columns += [ColumnChange(name, c, b, a, rows) for c, b, a in found]
 
 
-def _stored_as(record: ColumnRecord | None, present: bool) -> str | None:
-    """How the store holds a column: its recorded spec; ``drop`` when recorded as not
-    copied and absent; None when absent; and when present but not recorded as copied (a
-    column added by hand, maybe under the name of a dropped one), a spec that matches no
-    rule, so that it is removed."""
-    if present:
-        return record.spec if record is not None and record.stored else UNRECORDED
-    return "drop" if record is not None and not record.stored else None
+def _stored_as(record: ColumnRecord | None, stored_type: str | None) -> str | None:
+    """How the store holds a column (``stored_type``: its type there, None if absent): its
+    recorded spec; ``drop`` when recorded as not copied and absent; None when absent; and
+    when present but not as recorded (a column added by hand, maybe under the name of a
+    dropped one, or altered to another type), a spec that matches no rule, so that it is
+    removed (and copied again, if the policy copies it)."""
+    if stored_type is None:
+        return "drop" if record is not None and not record.stored else None
+    if record is None or not record.stored:
+        return UNRECORDED
+    if record.store_type is not None and record.store_type != stored_type:
+        return UNRECORDED
+    return record.spec
 
 
 def apply_removals(store: Store, changes: PolicyChanges, tables: list[CompiledTable]) -> None:

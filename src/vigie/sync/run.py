@@ -162,7 +162,7 @@ class Syncer:
             tables = [
                 TableSync(store, source, c, keys, run_id, now, progress, batch_rows,
                           plan.cascades.get(c.policy.name, ()), counters.get(c.policy.name),
-                          ahead)
+                          ahead, changes.fills(c.policy.name))
                 for c in plan.tables
             ]  # fmt: skip
             report.tables = _run_tables(store, run_id, tables, ahead)

@@ -65,6 +65,7 @@ class TableSync:
         cascades: tuple[tuple[str, str, str], ...] = (),
         delete_counter: RowCounters | None = None,
         ahead: ReadAhead | None = None,
+        fills: list[str] | None = None,
     ) -> None:
         self.store, self.source, self.c, self.keys = store, source, compiled, keys
         self.progress = progress or (lambda *_: None)
@@ -79,6 +80,7 @@ class TableSync:
         self.ahead = ahead or ReadAhead(source)  # production counts and deltas, maybe ahead
         self.writer = TableWriter(store, compiled, run_id, run_time, self.result)
         self.fresh = False  # loaded whole from this run's snapshot: no delete to look for
+        self.fills = fills or []  # columns the stored table lacks (a changed policy)
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -91,7 +93,9 @@ class TableSync:
         """Bring the store up to this run's snapshot for every insert and update."""
         started = time.perf_counter()
         self.writer.ensure_table()
-        self.result.backfilled = backfill(self.writer, self.source, self.keys, self.batch_rows)
+        self.result.backfilled = backfill(
+            self.writer, self.source, self.keys, self.batch_rows, self.fills
+        )
         state = load_state(self.store, self.name)
         if state.pass_kind is not None:
             self.run_pass(state, resumed=True)  # finish what an interrupted run began
