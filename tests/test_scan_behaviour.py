@@ -74,8 +74,8 @@ def test_near_unique_kept_text_stops_the_table(tmp_path, keys, store_path):
     report = sync(dsn, policy(tmp_path), store_path, keys)
     (failed,) = report.failed
     assert failed.table == "cameras"
-    assert "cameras.ref: kept values look like identifiers: 100% of 2,000 rows have a ref " \
-           "value no other has" in failed.message  # fmt: skip
+    assert "cameras.ref: kept values single out whom they belong to (identifier): 100% of " \
+           "2,000 rows have a ref value no other has" in failed.message  # fmt: skip
     assert "allow: {identifier:" in failed.message
     with Store(store_path, keys) as s:
         assert s.rows("SELECT COUNT(*) FROM cameras") == [(0,)]
@@ -108,7 +108,7 @@ def test_person_names_inside_labels_stop_the_table(tmp_path, keys, store_path):
     rows = [(i, i, f"R{i % 7}", label, "Cam v2") for i, label in enumerate(labels)]
     dsn = production(tmp_path / "p.db", rows)
     (failed,) = sync(dsn, policy(tmp_path), store_path, keys).failed
-    assert "cameras.label: kept values look like person_names:" in failed.message
+    assert "cameras.label: kept values hold person names (person_name): " in failed.message
     assert not any(name in failed.message for name in NAMES)
 
 

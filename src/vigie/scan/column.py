@@ -30,6 +30,22 @@ def name_hit(column: str, distinct: pl.Series) -> Hit | None:
     return Hit(column, "person_name", redact(found.example), found.values, detail)
 
 
+def describe(hit: Hit, scope: str = "") -> str:
+    """What a hit says about the kept values, without any of them (examples are redacted)."""
+    scope = f" {scope}" if scope else ""
+    if hit.detector == "identifier":
+        return f"kept values single out whom they belong to (identifier): {hit.detail}{scope}"
+    if hit.detector == "person_name":
+        return (
+            f"kept values hold person names (person_name): {hit.detail}{scope}, "
+            f"e.g. '{hit.example}'"
+        )
+    return (
+        f"kept values look like {hit.detector} ({hit.count} distinct value(s){scope}, "
+        f"e.g. '{hit.example}')"
+    )
+
+
 def identifier_hit(column: str, found: Singling | None) -> Hit | None:
     if found is None or not found.identifies:
         return None

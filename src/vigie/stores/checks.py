@@ -27,7 +27,7 @@ import polars as pl
 from vigie.errors import KeyfileError
 from vigie.keys import Keys
 from vigie.policy.model import Keep, Policy, Pseudonymize, TablePolicy
-from vigie.scan.column import scan_whole_column
+from vigie.scan.column import describe, scan_whole_column
 from vigie.scan.identifying import Singling, measurable
 from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import (
@@ -198,11 +198,10 @@ def check_scan(store: Store, policy: Policy) -> Iterator[Finding]:
             )
             worst = _singling(store, name, column, entities) if measurable(distinct.len()) else None
             for hit in scan_whole_column(column, distinct, worst, set(rule.allow)):
-                what = hit.detail or f"{hit.count} distinct value(s), e.g. '{hit.example}'"
                 yield Finding(
                     "scan",
                     f"{name}.{column}",
-                    f"kept values look like {hit.detector}: {what}",
+                    describe(hit, "in the whole table"),
                     f"Change the rule at {rule.where} (drop or pseudonymize), then "
                     "run `vigie sync`; or allow the detector with a reason.",
                 )

@@ -19,7 +19,7 @@ from vigie.errors import ScanHit, SyncError
 from vigie.keys import Keys
 from vigie.policy.compile import CompiledTable, Masked, OutColumn, mask
 from vigie.policy.model import ColumnRule, Keep
-from vigie.scan.column import scan_batch_column
+from vigie.scan.column import describe, scan_batch_column
 from vigie.scan.detectors import Hit
 
 # Detectors by behaviour (names, near-unique values) can be switched off for benchmarks.
@@ -68,15 +68,9 @@ def scan(compiled: CompiledTable, masked: pa.Table) -> None:
 def scan_hit(table: str, rule: ColumnRule, hit: Hit, scope: str) -> ScanHit:
     """The error that stops ``table`` for ``hit`` (no production value in it: examples are
     redacted)."""
-    if hit.detail:
-        what = f"kept values look like {hit.detector}s: {hit.detail} {scope}"
-    else:
-        what = (
-            f"kept values look like {hit.detector} ({hit.count} distinct value(s) {scope}, "
-            f"e.g. '{hit.example}')"
-        )
     return ScanHit(
-        f"{table}.{rule.column}: {what}; nothing of the batch was loaded and {table} stopped.",
+        f"{table}.{rule.column}: {describe(hit, scope)}; nothing of the batch was loaded and "
+        f"{table} stopped.",
         hint=f"If the column holds personal data, change its rule at {rule.where} (drop or "
         f'pseudonymize). If it is a false positive, add allow: {{{hit.detector}: "<why>"}} '
         "to that rule.",
