@@ -258,3 +258,21 @@ def test_a_column_altered_to_another_type_is_copied_again(sqlite_dsn, keys, tmp_
     sync(sqlite_dsn, EXAMPLE_POLICY, store, keys)
     assert values_anywhere(store, keys, {"raw user 42"}) == []
     assert_converged(sqlite_dsn, EXAMPLE_POLICY, store, keys, tmp_path)
+
+
+def test_a_rewrite_that_crashed_before_its_rename_leaves_the_old_store_whole(
+    sqlite_dsn, keys, tmp_path
+):
+    """A crash while the store was being copied into its fresh file leaves the old store
+    as it was and a partial `.fresh` file, which the next open removes; the next sync then
+    converges as if nothing had happened."""
+    generate_fleet(sqlite_dsn, SPEC)
+    store = tmp_path / "store" / "vigie.duckdb"
+    sync(sqlite_dsn, EXAMPLE_POLICY, store, keys)
+    partial = store.with_name(store.name + ".fresh")
+    partial.write_bytes(b"half a copy")
+    tight = write_policy(tmp_path, "tight", CHANGES["keep_to_drop"][0](BASE))
+    report = sync(sqlite_dsn, tight, store, keys)
+    assert not report.failed and report.changes.removes
+    assert not partial.exists()
+    assert_converged(sqlite_dsn, tight, store, keys, tmp_path)
