@@ -222,7 +222,7 @@ def _assert_safe(result, k):
         unique=True,
     ),
     grain=st.sampled_from(["hour", "day"]),
-    k=st.integers(min_value=5, max_value=60),
+    k=st.integers(min_value=10, max_value=60),
 )
 def test_no_shown_cell_rests_on_fewer_than_k_users(fleet, kpi, by, grain, k):
     result = answer(fleet, kpi, by, grain=grain, start=START, end=START + timedelta(hours=30), k=k)
@@ -285,7 +285,7 @@ def test_bad_metric_files_give_lines(tmp_path):
         in text
     )
     assert "m.yaml:10:14: KPI 'y': unknown measure ['median']" in text
-    with pytest.raises(PolicyError, match="min_users must be at least 5"):
+    with pytest.raises(PolicyError, match="min_users can only raise k: 2 is below the 10"):
         load_metrics(min_users=2)
 
 

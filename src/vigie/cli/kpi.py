@@ -15,7 +15,7 @@ from rich.table import Table
 from vigie.cli.render import console
 from vigie.errors import UsageError
 from vigie.keys import load_keys
-from vigie.kpi.engine import KpiResult, default_range, refresh_rollups, run_kpi
+from vigie.kpi.engine import KpiResult, default_range, lock_down, refresh_rollups, run_kpi
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Metrics
 from vigie.kpi.query import KpiQuery
@@ -31,7 +31,10 @@ From = Annotated[str | None, typer.Option("--from", help="Start (YYYY-MM-DD[ HH:
 To = Annotated[str | None, typer.Option("--to", help="End, exclusive.")]
 GrainOpt = Annotated[str, typer.Option(help="hour, day, week or month.")]
 Where = Annotated[list[str] | None, typer.Option("--where", help="DIM=VALUE (repeatable).")]
-MinUsers = Annotated[int | None, typer.Option(help="Raise k, the users a cell needs.")]
+MinUsers = Annotated[
+    int | None,
+    typer.Option(help="Raise k, the users a cell needs; it can only raise it (10 shipped)."),
+]
 
 
 @app.command("list")
@@ -72,7 +75,9 @@ def _time(text: str | None, option: str) -> datetime | None:
 
 
 def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -> KpiResult:
-    with Store(store, load_keys(keyfile)) as s:
+    """The query on the store opened read-only and locked down (no file, no setting)."""
+    with Store(store, load_keys(keyfile), read_only=True) as s:
+        lock_down(s)
         return run_kpi(s, metrics, default_range(s, metrics, query))
 
 

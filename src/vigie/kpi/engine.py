@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 import duckdb
 
 from vigie.errors import UsageError
-from vigie.kpi.model import Metrics, ShareWithin
+from vigie.kpi.factsql import PERSON_DOMAIN, tables_read, user_source
+from vigie.kpi.load import MetricsError
+from vigie.kpi.model import Fact, Metrics, ShareWithin
 from vigie.kpi.query import KpiQuery, compile_query, population_sql, q, validate
 from vigie.kpi.suppress import Cell, suppress
 from vigie.stores.duckdb_store import Store
@@ -28,11 +30,54 @@ class KpiResult:
     seconds: float
 
 
+def lock_down(store: Store) -> None:
+    """No file, network, extension or setting from this connection on: whatever SQL runs
+    on it reads the attached store and nothing else (``kpi.factsql`` checks the facts
+    first; this holds for what a parser might miss)."""
+    store.con.execute("SET enable_external_access = false")
+    store.con.execute("SET lock_configuration = true")
+
+
+def check_against_store(store: Store, metrics: Metrics, facts: list[Fact] | None = None) -> None:
+    """The facts read only the store's replica tables, and each one's ``user`` is a copy
+    of a stored column pseudonymized in the person's domain (so k counts people)."""
+    tables = {t for (t,) in store.rows(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' "
+        "AND schema_name = 'main'"
+    )}  # fmt: skip
+    problems = []
+    for fact in facts if facts is not None else list(metrics.facts.values()):
+        unknown = sorted(tables_read(fact) - tables)
+        if unknown:
+            problems.append(f"{fact.where}: fact '{fact.name}' reads {', '.join(unknown)}, "
+                            "not a table of the store's replica.")  # fmt: skip
+            continue
+        source = user_source(fact)
+        spec = source and store.rows(
+            f"SELECT spec FROM {META}.columns WHERE table_name = ? AND column_name = ?",
+            list(source),
+        )
+        if not spec or spec[0][0] != f"pseudonymize: {PERSON_DOMAIN}":
+            shown = f"{source[0]}.{source[1]}" if source else "a computed value"
+            problems.append(
+                f"{fact.where}: fact '{fact.name}': user '{fact.user}' comes from {shown}, not "
+                f"a column pseudonymized in the '{PERSON_DOMAIN}' domain: k would not count "
+                "people."
+            )
+    if problems:
+        raise MetricsError(
+            "The metrics do not fit this store:\n  " + "\n  ".join(problems),
+            hint="Facts read the replica's tables by their plain names; user: must be the "
+            "person's pseudonym (e.g. d.user_id).",
+        )
+
+
 def run_kpi(
     store: Store, metrics: Metrics, query: KpiQuery, *, use_rollups: bool = True
 ) -> KpiResult:
     started = time.perf_counter()
     validate(metrics, query)
+    check_against_store(store, metrics, [metrics.kpis[query.kpi].fact])
     if query.where:
         _refuse_narrowing(store, metrics, query)
     rollup = find_rollup(store, metrics, query) if use_rollups else None
@@ -121,6 +166,7 @@ def _has_registry(store: Store) -> bool:
 def refresh_rollups(store: Store, metrics: Metrics) -> dict[str, float]:
     """Rebuild every declared rollup from the store's tables; returns seconds per rollup.
     Each fact is computed once (a temporary table), then every KPI x dimension set."""
+    check_against_store(store, metrics)
     (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
     store.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUPS}")
     store.con.execute(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from vigie.errors import PolicyError
+from vigie.kpi.factsql import fact_problems
 from vigie.kpi.model import (
     DEFAULT_MIN_USERS,
     MIN_USERS_FLOOR,
@@ -38,7 +39,8 @@ class MetricsError(PolicyError):
 
 def load_metrics(user_file: Path | None = None, *, min_users: int | None = None) -> Metrics:
     """The shipped metrics, extended or overridden by ``user_file``; k (``min_users``) is
-    10 unless the files' settings or the caller set it, never below 5."""
+    the largest of the files' settings (10 shipped) and of the caller's, which can only
+    raise it; never below 5. Every fact's SQL is checked (``kpi.factsql``)."""
     facts: dict[str, Fact] = {}
     kpis: dict[str, Kpi] = {}
     k = DEFAULT_MIN_USERS
@@ -55,14 +57,20 @@ def load_metrics(user_file: Path | None = None, *, min_users: int | None = None)
                 f"{path}: {len(v.errors)} problem(s) in the metrics:\n  " + "\n  ".join(v.errors),
                 hint="Fix them and run `vigie kpi list --metrics FILE` again.",
             )
+        if v.min_users is not None and v.min_users < k:
+            raise MetricsError(
+                f"{path}: min_users {v.min_users} would lower k below {k}; a metrics file "
+                "can only raise it.",
+                hint=f"Remove the setting or give {k} or more.",
+            )
         facts.update(v.facts)
         kpis.update(v.kpis)
         k = v.min_users or k
     if min_users is not None:
-        if min_users < MIN_USERS_FLOOR:
+        if min_users < k:
             raise MetricsError(
-                f"min_users must be at least {MIN_USERS_FLOOR}, got {min_users}.",
-                hint="Below 5 users a cell can single people out; vigie does not go lower.",
+                f"min_users can only raise k: {min_users} is below the {k} of the metrics files.",
+                hint=f"Give {k} or more; below that a cell could single people out.",
             )
         k = min_users
     return Metrics(facts, kpis, k, tuple(str(f) for f in files))
@@ -143,7 +151,11 @@ class _Validator:
         if not (sql and time and user):
             return None
         desc = spec["description"].value if "description" in spec else ""
-        return Fact(name, sql, time, user, tuple(dims), tuple(rollups), str(desc))
+        where = f"{self.file}:{spec['sql'].line}:{spec['sql'].column}"
+        fact = Fact(name, sql, time, user, tuple(dims), tuple(rollups), str(desc), where)
+        for problem in fact_problems(fact):  # the file is refused; its KPIs still resolve
+            self.error(spec["sql"], f"fact '{name}': {problem}")
+        return fact
 
     def names(self, node: Node | None, what: str, where: Node) -> list[str]:
         if node is None:

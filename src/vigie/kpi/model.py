@@ -20,6 +20,7 @@ class Fact:
     dimensions: tuple[str, ...]
     rollups: tuple[tuple[str, ...], ...]
     description: str = ""
+    where: str = ""  # file:line:column of its SQL, for errors
 
 
 @dataclass(frozen=True)
