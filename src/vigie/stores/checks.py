@@ -106,7 +106,7 @@ def _check_encrypted(store: Store) -> Iterator[Finding]:
 
 def check_schema(store: Store, policy: Policy) -> Iterator[Finding]:
     records = column_records(store)
-    stored = _columns(store)
+    stored = store.columns()
     for extra in sorted(set(stored) - set(policy.tables)):
         why = "excluded by" if extra in policy.exclude else "not in"
         fix = "Run `vigie sync` (it removes what the policy no longer copies)."
@@ -177,7 +177,7 @@ def check_foreign(store: Store, policy: Policy) -> Iterator[Finding]:
 
 def check_scan(store: Store, policy: Policy) -> Iterator[Finding]:
     """Every kept text column of the store, whole, through every detector."""
-    stored = _columns(store)
+    stored = store.columns()
     for name, table in policy.tables.items():
         have = stored.get(name, {})
         entities = [
@@ -227,16 +227,6 @@ def _singling(store: Store, table: str, column: str, entities: list[str]) -> Sin
         if found.identifies and found.share > worst.share:
             worst = found
     return worst
-
-
-def _columns(store: Store) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for table, column, kind in store.rows(
-        "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_catalog = 'store' AND table_schema = 'main' ORDER BY ordinal_position"
-    ):
-        out.setdefault(table, {})[column] = kind
-    return out
 
 
 def _rollup_names(store: Store) -> set[str]:

@@ -215,6 +215,16 @@ class Store:
             )
         )
 
+    def columns(self) -> dict[str, dict[str, str]]:
+        """Every synced table's columns and their types, in order (lineage columns too)."""
+        out: dict[str, dict[str, str]] = {}
+        for table, column, kind in self.rows(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = 'store' AND table_schema = 'main' ORDER BY ordinal_position"
+        ):
+            out.setdefault(table, {})[column] = kind
+        return out
+
     def table_names(self) -> list[str]:
         return [
             r[0]

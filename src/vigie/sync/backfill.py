@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from vigie.keys import Keys
 from vigie.sources.base import KeyRange, Source
-from vigie.stores.duckdb_store import Store, q
+from vigie.stores.duckdb_store import q
 from vigie.stores.meta import LINEAGE_COLUMNS, record_column
 from vigie.sync.batch import mask_and_scan
 from vigie.sync.writer import (
@@ -23,17 +23,6 @@ from vigie.sync.writer import (
     select_columns,
     store_type,
 )
-
-
-def stored_columns(store: Store) -> dict[str, dict[str, str]]:
-    """Every store table's columns and their types, in order (lineage columns included)."""
-    out: dict[str, dict[str, str]] = {}
-    for table, column, kind in store.rows(
-        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE "
-        "table_catalog = 'store' AND table_schema = 'main' ORDER BY ordinal_position"
-    ):
-        out.setdefault(table, {})[column] = kind
-    return out
 
 
 def backfill(writer: TableWriter, source: Source, keys: Keys, batch_rows: int,

@@ -37,7 +37,6 @@ from vigie.stores.meta import (
     forget_table,
     record_column,
 )
-from vigie.sync.backfill import stored_columns
 from vigie.sync.writer import column_record
 
 UNRECORDED = "not recorded by any sync"
@@ -122,7 +121,7 @@ def plan_changes(
     """What converging the store to the compiled policy (``tables``) takes."""
     changes = PolicyChanges()
     wanted = {t.policy.name: t for t in tables}
-    records, schema = column_records(store), stored_columns(store)
+    records, schema = column_records(store), store.columns()
     for name in schema:
         if name not in wanted:
             why = "excluded by the policy" if name in excluded else "not in the policy"
