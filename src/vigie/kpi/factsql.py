@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import re
 from functools import cache
-
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ParseError
+from typing import TYPE_CHECKING
 
 from vigie.kpi.model import Fact
+
+if TYPE_CHECKING:  # sqlglot is imported when a fact is checked, not when the CLI starts
+    from sqlglot import exp
 
 # Functions that reach outside the store's tables: files, network, environment, settings,
 # the catalog. Matched on the lower-cased name.
@@ -40,6 +40,10 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its fallback notices are
 
 def fact_problems(fact: Fact) -> list[str]:
     """What is wrong with a fact's SQL on its own (without a store), each as a sentence."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
     try:
         statements = [s for s in sqlglot.parse(fact.sql, read="duckdb") if s is not None]
     except ParseError as exc:
@@ -56,6 +60,8 @@ def fact_problems(fact: Fact) -> list[str]:
 
 
 def _walk(query: exp.Expr) -> list[str]:
+    from sqlglot import exp
+
     problems = []
     for node in query.walk():
         if isinstance(node, exp.Table):
@@ -70,6 +76,8 @@ def _walk(query: exp.Expr) -> list[str]:
 
 
 def _table_problems(table: exp.Table) -> list[str]:
+    from sqlglot import exp
+
     if not isinstance(table.this, exp.Identifier):
         return [f"'{table.this.sql()}' is not a table name: facts read the store's tables only"
                 f"{_at(table)}."]  # fmt: skip
@@ -80,6 +88,8 @@ def _table_problems(table: exp.Table) -> list[str]:
 
 
 def _function_name(node: exp.Func) -> str:
+    from sqlglot import exp
+
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     return str(node.sql_name()).lower()
@@ -87,6 +97,8 @@ def _function_name(node: exp.Func) -> str:
 
 def _at(node: exp.Expr) -> str:
     """`` (line N of the SQL)`` where sqlglot kept the position of the node's name."""
+    from sqlglot import exp
+
     for ident in [node, *node.find_all(exp.Identifier)]:
         line = ident.meta.get("line") if hasattr(ident, "meta") else None
         if line:
@@ -97,6 +109,9 @@ def _at(node: exp.Expr) -> str:
 @cache  # facts are frozen: parse each once per process
 def tables_read(fact: Fact) -> frozenset[str]:
     """The plain table names the fact reads that are not its own WITH names."""
+    import sqlglot
+    from sqlglot import exp
+
     query = sqlglot.parse_one(fact.sql, read="duckdb")
     own = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
     return frozenset(t.name.lower() for t in query.find_all(exp.Table) if t.name.lower() not in own)
@@ -107,6 +122,9 @@ def user_source(fact: Fact) -> tuple[str, str] | None:
     """The (table, column) the fact's ``user`` output column is a plain copy of, when it
     is one: the outer query's projection named ``user``, a column of a table (by alias)
     read in that query's FROM or JOINs. None when it is computed or comes from a WITH."""
+    import sqlglot
+    from sqlglot import exp
+
     query = sqlglot.parse_one(fact.sql, read="duckdb")
     select = query if isinstance(query, exp.Select) else None
     if select is None:
