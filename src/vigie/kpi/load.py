@@ -110,13 +110,14 @@ class _Validator:
 
     def document(self, root: Node) -> None:
         top = self.mapping(root, "the metrics file", ("version", "settings", "facts", "kpis"))
-        if top.get("version") is None or top["version"].value != 1:
+        version = top["version"].value if "version" in top else None
+        if type(version) is not int or version != 1:
             self.error(top.get("version", root), "'version: 1' is required.")
         if "settings" in top:
             settings = self.mapping(top["settings"], "'settings'", ("min_users",))
             if "min_users" in settings:
                 value = settings["min_users"].value
-                if not isinstance(value, int) or value < MIN_USERS_FLOOR:
+                if type(value) is not int or value < MIN_USERS_FLOOR:
                     self.error(
                         settings["min_users"],
                         f"min_users must be a whole number of at least {MIN_USERS_FLOOR}.",

@@ -106,7 +106,7 @@ class _Validator:
         if top is None:
             return None
         version = top.get("version")
-        if version is None or version.value != 1:
+        if version is None or type(version.value) is not int or version.value != 1:
             self.error(version or root, "'version: 1' is required at the top of the policy.")
         exclude = self.exclude(top.get("exclude"))
         tables: dict[str, TablePolicy] = {}
@@ -209,7 +209,7 @@ class _Validator:
 
     def action(self, what: str, name: str, arg: Node) -> Action | None:
         if name in ("keep", "drop"):
-            if arg.value not in (None, True):
+            if arg.value is not None and arg.value is not True:  # `keep: 1` is not `keep`
                 self.error(arg, f"{what}: '{name}' takes no value (write just '{name}').")
                 return None
             return Keep() if name == "keep" else Drop()
