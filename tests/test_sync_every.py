@@ -19,6 +19,7 @@ from vigie.fleet.generate import FleetSpec
 from vigie.fleet.tick import tick_fleet
 from vigie.stores.duckdb_store import Store
 from vigie.sync.run import Syncer, sync
+from vigie.sync.service import Quiet
 
 SPEC = FleetSpec(users=300, days=2, seed=11)
 
@@ -191,3 +192,37 @@ def test_sync_every_refuses_nonsense(args, message, sqlite_dsn, keyfile, store_p
                 "--store", str(store_path), "--keyfile", str(keyfile), *args)  # fmt: skip
     assert res.returncode == 2
     assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_store_the_metrics_do_not_fit_is_synced_and_keeps_no_rollups(
+    sqlite_dsn, keyfile, store_path, tmp_path
+):
+    """A policy that excludes a table the shipped metrics read: the sync succeeds, and the
+    rollup refresh is skipped with the reason (the metrics check refuses, nothing runs)."""
+    from vigie.keys import load_keys
+    from vigie.sync.service import SyncService, SyncSettings
+
+    generate_fleet(sqlite_dsn, FleetSpec(users=30, days=1, seed=1))
+    text = EXAMPLE_POLICY.read_text().replace(
+        "exclude: [body_metrics]", "exclude: [body_metrics, integrations]"
+    )
+    start = text.index("  integrations:\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text[:start] + text[text.index("  payment_methods:\n") :])
+    heard = []
+
+    class Listener(Quiet):
+        def rollups(self, rollups):
+            heard.append(rollups)
+
+    with SyncService(
+        SyncSettings(sqlite_dsn, policy, store_path), load_keys(keyfile), Listener()
+    ) as service:
+        report = service.run_once()
+    assert not report.failed
+    (rollups,) = heard
+    assert rollups.built == {}
+    assert (
+        "fact 'integrations' reads integrations, not a table of the store's replica"
+        in rollups.skipped
+    )

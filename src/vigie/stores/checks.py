@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from vigie.errors import KeyfileError
@@ -232,5 +233,5 @@ def _singling(store: Store, table: str, column: str, entities: list[str]) -> Sin
 def _rollup_names(store: Store) -> set[str]:
     try:
         return {n for (n,) in store.rows(f"SELECT name FROM {ROLLUP_SCHEMA}.registry")}
-    except Exception:  # no rollups built yet
+    except duckdb.CatalogException:  # no rollups built yet
         return set()

@@ -22,7 +22,7 @@ from vigie.db.dsn import Dsn
 from vigie.errors import ConnectionFailed, PolicyError, SyncError, UsageError, VigieError
 from vigie.keys import Keys
 from vigie.kpi.engine import refresh_rollups
-from vigie.kpi.load import load_metrics
+from vigie.kpi.load import MetricsError, load_metrics
 from vigie.sync.converge import PolicyChanges
 from vigie.sync.run import Syncer, SyncReport
 from vigie.sync.state import Progress
@@ -116,7 +116,7 @@ class SyncService:
         started = time.perf_counter()
         try:
             built = refresh_rollups(self.syncer.store, load_metrics(self.settings.metrics))
-        except UsageError as exc:
+        except (UsageError, MetricsError) as exc:  # the metrics do not fit this store
             return Rollups({}, time.perf_counter() - started, exc.message)
         return Rollups(built, time.perf_counter() - started)
 
