@@ -26,11 +26,18 @@ app = typer.Typer(help="Declared KPIs over the store, with small-cell suppressio
 StoreOpt = Annotated[Path, typer.Option("--store", help="The store file.")]
 KeyfileOpt = Annotated[Path | None, typer.Option(help="Keyfile (else VIGIE_KEYFILE, ...).")]
 MetricsOpt = Annotated[Path | None, typer.Option(help="A metrics file adding to the shipped one.")]
-By = Annotated[str, typer.Option("--by", help="Dimensions, comma-separated.")]
-From = Annotated[str | None, typer.Option("--from", help="Start (YYYY-MM-DD[ HH:MM]).")]
-To = Annotated[str | None, typer.Option("--to", help="End, exclusive.")]
-GrainOpt = Annotated[str, typer.Option(help="hour, day, week or month.")]
-Where = Annotated[list[str] | None, typer.Option("--where", help="DIM=VALUE (repeatable).")]
+By = Annotated[str, typer.Option("--by", help="One dimension (answers show one at a time).")]
+From = Annotated[
+    str | None,
+    typer.Option("--from", help="First period (YYYY-MM-DD[ HH:00]): the start of a whole period."),
+]
+To = Annotated[str | None, typer.Option("--to", help="End, exclusive: the start of a period.")]
+GrainOpt = Annotated[
+    str, typer.Option(help="hour (totals only), day, week (ISO) or month (of ISO weeks).")
+]
+Where = Annotated[
+    list[str] | None, typer.Option("--where", help="DIM=VALUE: one cell of that dimension.")
+]
 MinUsers = Annotated[
     int | None,
     typer.Option(help="Raise k, the users a cell needs; it can only raise it (10 shipped)."),
@@ -155,6 +162,8 @@ def render_result(result: KpiResult, description: str, format: str) -> None:
         return
     source = "daily rollup" if result.rollup else "store tables"
     caption = f"from {source} in {result.seconds * 1000:.0f} ms; <{result.k}: suppressed"
+    if result.until is not None and result.query.end == result.until:
+        caption += f"; periods from {result.until:%Y-%m-%d %H:%M} on are not over: not shown"
     table = Table(title=f"{result.query.kpi}: {description}")
     for col in ["period", *dims, "value"]:
         table.add_column(col, justify="right" if col == "value" else "left")

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
 from vigie.errors import UsageError
+from vigie.kpi import calendar
 from vigie.kpi.factsql import PERSON_DOMAIN, tables_read, user_source
 from vigie.kpi.load import MetricsError
 from vigie.kpi.model import Fact, Metrics, ShareWithin
-from vigie.kpi.query import KpiQuery, compile_query, population_sql, q, validate
-from vigie.kpi.suppress import Cell, suppress
+from vigie.kpi.patterns import pattern_for, store_pattern, sync_horizon
+from vigie.kpi.protect import PRIMARY, Pattern
+from vigie.kpi.query import KpiQuery, compile_query, q, validate
+from vigie.kpi.suppress import Cell
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import META, ROLLUP_SCHEMA
 
@@ -28,6 +31,7 @@ class KpiResult:
     k: int
     rollup: str | None  # the rollup table that answered, if any
     seconds: float
+    until: datetime | None = None  # periods from here on are not over: not published yet
 
 
 def lock_down(store: Store) -> None:
@@ -75,53 +79,70 @@ def check_against_store(store: Store, metrics: Metrics, facts: list[Fact] | None
 def run_kpi(
     store: Store, metrics: Metrics, query: KpiQuery, *, use_rollups: bool = True
 ) -> KpiResult:
+    """The answer to ``query``: its whole periods that are over at the store's last sync,
+    read through the fact's suppression pattern (``kpi.protect``)."""
     started = time.perf_counter()
-    validate(metrics, query)
-    check_against_store(store, metrics, [metrics.kpis[query.kpi].fact])
-    if query.where:
-        _refuse_narrowing(store, metrics, query)
+    kpi = validate(metrics, query)
+    check_against_store(store, metrics, [kpi.fact])
+    until = calendar.publishable_end(query.grain, sync_horizon(store))
+    end = min(query.end, until) if query.end else until
+    query = KpiQuery(query.kpi, query.by, query.where, query.start, end, query.grain)
+    pattern = pattern_for(store, metrics, kpi.fact, query.grain, query.start, end,
+                          use_stored=use_rollups)  # fmt: skip
     rollup = find_rollup(store, metrics, query) if use_rollups else None
-    if rollup:
-        cols = ", ".join(["period", *(q(d) for d in query.by), "is_total", "value", "users"])
-        conds, params = [], []
-        if query.start:
-            conds.append("period >= ?")
-            params.append(query.start)
-        if query.end:
-            conds.append("period < ?")
-            params.append(query.end)
-        where = f" WHERE {' AND '.join(conds)}" if conds else ""
-        order = ", ".join(["period", "is_total", *(q(d) for d in query.by)])
-        rows = store.rows(
-            f"SELECT {cols} FROM {ROLLUPS}.{q(rollup)}{where} ORDER BY {order}", params
-        )
+    rows: list[tuple[object, ...]] = []
+    if query.start is not None and query.start >= end:
+        pass  # nothing of the range is over yet
+    elif rollup:
+        rows = _from_rollup(store, query, rollup)
     else:
         compiled = compile_query(metrics, query)
-        rows = store.rows(compiled.sql, compiled.params)
-    cells = [_cell(row, len(query.by)) for row in rows]
-    return KpiResult(query, suppress(cells, metrics.min_users), metrics.min_users, rollup,
-                     time.perf_counter() - started)  # fmt: skip
+        rows = store.rows(_keyed(compiled.sql, query.by), compiled.params)
+    cells = [_read(row, query, pattern, metrics.min_users) for row in rows]
+    return KpiResult(query, cells, metrics.min_users, rollup, time.perf_counter() - started,
+                     until)  # fmt: skip
 
 
-def _cell(row: tuple[object, ...], n: int) -> Cell:
-    period, *rest = row
-    dims, (is_total, value, users) = tuple(rest[:n]), rest[n:]
+def _keyed(sql: str, by: tuple[str, ...]) -> str:
+    """Each row with its dimension value as text (how the pattern names cells)."""
+    dims = [q(d) for d in by]
+    cols = ", ".join(["period", *dims, *(f"CAST({d} AS VARCHAR)" for d in dims), "is_total",
+                      "value", "users"])  # fmt: skip
+    order = ", ".join(["period", "is_total", *dims])
+    return f"SELECT {cols} FROM ({sql}) ORDER BY {order}"
+
+
+def _from_rollup(store: Store, query: KpiQuery, rollup: str) -> list[tuple[object, ...]]:
+    conds, params = ["period < ?"], [query.end]
+    if query.start:
+        conds.append("period >= ?")
+        params.append(query.start)
+    sql = f"SELECT * FROM {ROLLUPS}.{q(rollup)} WHERE {' AND '.join(conds)}"
+    return store.rows(_keyed(sql, query.by), params)
+
+
+def _read(row: tuple[object, ...], query: KpiQuery, pattern: Pattern, k: int) -> Cell:
+    """A row as a cell, suppressed as the pattern says (and below k, whatever it says)."""
+    n = len(query.by)
+    period, dims, keys, (is_total, value, users) = (
+        row[0],
+        row[1 : 1 + n],
+        row[1 + n : 1 + 2 * n],
+        row[1 + 2 * n :],
+    )
     assert isinstance(period, datetime)
+    dim: str | None = None
+    text: str | None = None
+    if (is_total or not n) and query.where:
+        dim, text = query.where[0]
+    elif n and not is_total:
+        dim, text = query.by[0], None if keys[0] is None else str(keys[0])
+    reason = pattern.reason((query.grain, period, dim, text))
+    count = int(users or 0)  # type: ignore[call-overload]
+    if reason is None and count < k:
+        reason = PRIMARY
     v = None if value is None else float(value)  # type: ignore[arg-type]
-    return Cell(period, dims, bool(is_total), v, int(users or 0))  # type: ignore[call-overload]
-
-
-def _refuse_narrowing(store: Store, metrics: Metrics, query: KpiQuery) -> None:
-    """Filters that leave fewer than k users are refused: no answer, not even suppressed."""
-    sql, params = population_sql(metrics, query)
-    (users,) = store.rows(sql, params)[0]
-    if int(users) < metrics.min_users:
-        shown = ", ".join(f"{k}={v}" for k, v in query.where)
-        raise UsageError(
-            f"The filters {shown} narrow KPI '{query.kpi}' to fewer than {metrics.min_users} "
-            "users; refused so that nobody can be singled out.",
-            hint="Widen the filters or the time range.",
-        )
+    return Cell(period, tuple(dims), bool(is_total), v, count, reason is not None, reason or "")
 
 
 def rollup_name(kpi: str, dims: tuple[str, ...]) -> str:
@@ -189,6 +210,9 @@ def refresh_rollups(store: Store, metrics: Metrics) -> dict[str, float]:
                     timings[name] = _build_rollup(store, metrics, kpi.name, dims, temp, run_id)
         finally:
             store.con.execute(f"DROP TABLE IF EXISTS {temp}")
+    for fact in metrics.facts.values():
+        if any(k.fact.name == fact.name for k in metrics.kpis.values()):
+            timings[f"pattern__{fact.name}"] = store_pattern(store, metrics, fact, run_id)
     return timings
 
 
@@ -217,8 +241,9 @@ def _build(store: Store, sql: str, what: str) -> None:
         ) from None
 
 
-def default_range(store: Store, metrics: Metrics, query: KpiQuery, days: int = 7) -> KpiQuery:
-    """Without --from/--to: the last ``days`` days up to the fact's latest data."""
+def default_range(store: Store, metrics: Metrics, query: KpiQuery) -> KpiQuery:
+    """Without --from/--to: the last periods of the grain that are over, up to the fact's
+    latest data (``calendar.DEFAULT_PERIODS`` of them)."""
     if query.start and query.end:
         return query
     kpi = validate(metrics, query)
@@ -228,9 +253,8 @@ def default_range(store: Store, metrics: Metrics, query: KpiQuery, days: int = 7
         raise UsageError(
             f"The store holds no data for KPI '{kpi.name}' yet.", hint="Run vigie sync."
         )
-
-    end = query.end or (
-        latest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    )
-    start = query.start or end - timedelta(days=days)
-    return KpiQuery(query.kpi, query.by, query.where, start, end, query.grain)
+    grain = query.grain
+    last = calendar.step(grain, calendar.label_of(grain, latest), 1)
+    end = query.end or min(last, calendar.publishable_end(grain, sync_horizon(store)))
+    start = query.start or calendar.step(grain, end, -calendar.DEFAULT_PERIODS[grain])
+    return KpiQuery(query.kpi, query.by, query.where, start, end, grain)

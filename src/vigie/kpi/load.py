@@ -66,6 +66,7 @@ def load_metrics(user_file: Path | None = None, *, min_users: int | None = None)
         facts.update(v.facts)
         kpis.update(v.kpis)
         k = v.min_users or k
+    base = k
     if min_users is not None:
         if min_users < k:
             raise MetricsError(
@@ -73,7 +74,7 @@ def load_metrics(user_file: Path | None = None, *, min_users: int | None = None)
                 hint=f"Give {k} or more; below that a cell could single people out.",
             )
         k = min_users
-    return Metrics(facts, kpis, k, tuple(str(f) for f in files))
+    return Metrics(facts, kpis, k, tuple(str(f) for f in files), base_min_users=base)
 
 
 class _Validator:
@@ -148,6 +149,12 @@ class _Validator:
             unknown = [d for d in group if d not in dims]
             if unknown:
                 self.error(item, f"rollup of '{name}' uses {unknown}; dimensions: {list(dims)}.")
+            if len(group) > 1:
+                self.error(
+                    item,
+                    f"rollup of '{name}' crosses {group}: answers show one "
+                    "dimension at a time (docs/kpi.md, 'What can be asked').",
+                )
             rollups.append(tuple(group))
         if not (sql and time and user):
             return None

@@ -89,3 +89,10 @@ class Metrics:
     kpis: dict[str, Kpi]
     min_users: int
     sources: tuple[str, ...]  # the files read, in order
+    base_min_users: int = 0  # k of the files, before a caller raised it (0: min_users)
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        """The k's a pattern is built for, smallest first: a raised k only adds
+        suppressions to the files' pattern (``kpi.protect``)."""
+        return tuple(sorted({self.base_min_users or self.min_users, self.min_users}))

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from vigie.errors import UsageError
+from vigie.kpi import calendar
 from vigie.kpi.model import (
     GRAINS,
     Avg,
@@ -74,9 +75,32 @@ def validate(metrics: Metrics, query: KpiQuery) -> Kpi:
             f"KPI '{kpi.name}' is a share across {kpi.measure.across}.",
             hint=f"Add --by {kpi.measure.across}.",
         )
+    _check_space(kpi, query)
     if query.start and query.end and query.start >= query.end:
         raise UsageError(f"--from {query.start} is not before --to {query.end}.")
     return kpi
+
+
+def _check_space(kpi: Kpi, query: KpiQuery) -> None:
+    """What can be asked (docs/kpi.md): whole periods, and per period its total and one
+    dimension at a time (by or where); hours show their total only. Crossing two
+    dimensions, or cutting a period, is how a few people get isolated by subtraction."""
+    used = list(dict.fromkeys([*query.by, *(w[0] for w in query.where)]))
+    if len(query.where) > 1 or len(used) > 1:
+        raise UsageError(
+            f"KPI '{kpi.name}' is asked across {', '.join(used)}: an answer shows one "
+            "dimension at a time (--by DIM or --where DIM=VALUE, the same DIM).",
+            hint="Ask once per dimension. Crossed dimensions make cells that subtraction "
+            "between answers can narrow to a few people (docs/kpi.md, 'What can be asked').",
+        )
+    if query.grain == "hour" and used:
+        raise UsageError(
+            f"Hourly answers show the total only; --grain hour with {used[0]} is refused.",
+            hint="Use --grain day (or coarser) to split by a dimension.",
+        )
+    for bound, option in ((query.start, "--from"), (query.end, "--to")):
+        if bound is not None:
+            calendar.check_aligned(query.grain, bound, option)
 
 
 def compile_query(metrics: Metrics, query: KpiQuery, source: str | None = None) -> Compiled:
@@ -86,7 +110,7 @@ def compile_query(metrics: Metrics, query: KpiQuery, source: str | None = None) 
     fact_sql = f"SELECT * FROM {source}" if source else fact.sql
     conds, params = _conditions(kpi, query)
     where = " AND ".join(conds) or "true"
-    period = f"date_trunc('{query.grain}', {q(fact.time)}) AS period"
+    period = f"{calendar.period_sql(query.grain, q(fact.time))} AS period"
     users = _users(kpi)
     dims = [q(d) for d in query.by]
     if isinstance(kpi.measure, ShareWithin):
@@ -103,24 +127,15 @@ def compile_query(metrics: Metrics, query: KpiQuery, source: str | None = None) 
     return Compiled(kpi, query, f"{sql} ORDER BY {order}", params)
 
 
-def population_sql(metrics: Metrics, query: KpiQuery) -> tuple[str, list[Any]]:
-    """Distinct users the query's filters and range leave (its population)."""
-    kpi = validate(metrics, query)
-    conds, params = _conditions(kpi, query)
-    where = " AND ".join(conds) or "true"
-    users = _users(kpi).removesuffix(" AS users")
-    return f"WITH fact AS ({kpi.fact.sql}) SELECT {users} FROM fact WHERE {where}", params
-
-
 def _conditions(kpi: Kpi, query: KpiQuery) -> tuple[list[str], list[Any]]:
     conds: list[str] = []
     params: list[Any] = []
-    if query.start is not None:
+    if query.start is not None:  # whole periods: labels to their first instants
         conds.append(f"{q(kpi.fact.time)} >= ?")
-        params.append(query.start)
+        params.append(calendar.start_of(query.grain, query.start))
     if query.end is not None:
         conds.append(f"{q(kpi.fact.time)} < ?")
-        params.append(query.end)
+        params.append(calendar.start_of(query.grain, query.end))
     for name, value in query.where:
         conds.append(f"CAST({q(name)} AS VARCHAR) = ?")
         params.append(value)

@@ -23,6 +23,7 @@ from vigie.errors import ConnectionFailed, PolicyError, SyncError, UsageError, V
 from vigie.keys import Keys
 from vigie.kpi.engine import refresh_rollups
 from vigie.kpi.load import MetricsError, load_metrics
+from vigie.kpi.protect import ProtectionError
 from vigie.sync.converge import PolicyChanges
 from vigie.sync.run import Syncer, SyncReport
 from vigie.sync.state import Progress
@@ -116,7 +117,9 @@ class SyncService:
         started = time.perf_counter()
         try:
             built = refresh_rollups(self.syncer.store, load_metrics(self.settings.metrics))
-        except (UsageError, MetricsError) as exc:  # the metrics do not fit this store
+        except (UsageError, MetricsError, ProtectionError) as exc:
+            # the metrics do not fit this store, or no pattern protects it: the data is
+            # synced; KPIs are answered from the tables, or refused (fail closed)
             return Rollups({}, time.perf_counter() - started, exc.message)
         return Rollups(built, time.perf_counter() - started)
 

@@ -1,0 +1,128 @@
+"""A fact's suppression pattern on a store: computed (``protect.Planner``), kept beside the
+rollups after each sync, and read back for the periods an answer shows."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pyarrow as pa
+
+from vigie.errors import UsageError
+from vigie.kpi import calendar
+from vigie.kpi.model import Fact, Metrics
+from vigie.kpi.protect import Key, Pattern, Planner, Row, Stats, cells_sql, rows_sql, shape_of
+from vigie.stores.duckdb_store import Store
+from vigie.stores.meta import META, ROLLUP_SCHEMA
+
+REGISTRY = f"{ROLLUP_SCHEMA}.patterns"
+
+
+def sync_horizon(store: Store) -> datetime:
+    """When the store's last completed sync started: periods over by then are published."""
+    (horizon,) = store.rows(f"SELECT MAX(started_at) FROM {META}.runs WHERE status = 'ok'")[0]
+    if horizon is None:
+        raise UsageError(
+            "The store has no completed sync yet: no period is published.", hint="Run vigie sync."
+        )
+    assert isinstance(horizon, datetime)
+    return horizon
+
+
+def compute_pattern(store: Store, metrics: Metrics, fact: Fact,
+                    horizon: datetime | None = None) -> Pattern:  # fmt: skip
+    """The pattern of ``fact`` for the metrics' k's, from the store's tables, as of
+    ``horizon`` (default: the start of the store's last completed sync)."""
+    shape = shape_of(metrics, fact)
+    until = calendar.publishable_end("day", horizon or sync_horizon(store))
+    n = len(shape.populations)
+    stats: dict[Key, Stats] = {}
+    for grain, period, dim, value, *rest in store.rows(cells_sql(fact, shape), [until]):
+        key = (str(grain), period, dim, value)
+        stats[key] = Stats(tuple(int(u) for u in rest[:n]), tuple(bool(m) for m in rest[n:]))
+    k = max(metrics.ks)
+    weeks = {calendar.week_of(p) for (g, p, d, _), s in stats.items()
+             if g == "day" and d is None and any(0 < u < k for u in s.users)}  # fmt: skip
+    # the rows of the weeks with a small day: the planner's moves copy them
+    small = sorted(p for (g, p, d, _) in stats if g == "day" and d is None
+                   and calendar.week_of(p) in weeks)  # fmt: skip
+    rows: dict[datetime, list[Row]] = {}
+    if small:
+        width = len(fact.dimensions)
+        for hour, *rest in store.rows(rows_sql(fact, shape, len(small)), small):
+            row = Row(hour, tuple(rest[:width]), tuple(bool(m) for m in rest[width:]))
+            rows.setdefault(calendar.midnight(hour), []).append(row)
+    planner = Planner(stats, fact.dimensions, until, rows)
+    for each in metrics.ks:
+        planner.run(each)
+    return Pattern(fact.name, k, until, planner.suppressed)
+
+
+def store_pattern(store: Store, metrics: Metrics, fact: Fact, run_id: int) -> float:
+    """Compute and keep ``fact``'s pattern for the store's current run; returns seconds."""
+    started = time.perf_counter()
+    pattern = compute_pattern(store, metrics, fact)
+    table = f'{ROLLUP_SCHEMA}."pattern__{fact.name}"'
+    with store.transaction() as con:
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {REGISTRY} (fact VARCHAR PRIMARY KEY, k INTEGER, "
+            "until TIMESTAMP, run_id INTEGER, built_at TIMESTAMP, seconds DOUBLE)"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TABLE {table} (grain VARCHAR, period TIMESTAMP, dim VARCHAR, "
+            "value VARCHAR, reason VARCHAR)"
+        )
+        if pattern.suppressed:
+            keys, reasons = list(pattern.suppressed), list(pattern.suppressed.values())
+            batch = pa.table({  # one Arrow batch, not a row at a time
+                "grain": [k[0] for k in keys], "period": [k[1] for k in keys],
+                "dim": [k[2] for k in keys], "value": [k[3] for k in keys], "reason": reasons,
+            })  # fmt: skip
+            con.register("vigie_pattern_batch", batch)
+            try:
+                con.execute(f"INSERT INTO {table} SELECT * FROM vigie_pattern_batch")
+            finally:
+                con.unregister("vigie_pattern_batch")
+        seconds = time.perf_counter() - started
+        con.execute(
+            f"INSERT OR REPLACE INTO {REGISTRY} VALUES (?, ?, ?, ?, now(), ?)",
+            [fact.name, pattern.k, pattern.until, run_id, seconds],
+        )
+    return seconds
+
+
+def pattern_for(store: Store, metrics: Metrics, fact: Fact, grain: str, start: datetime | None,
+                end: datetime, *, use_stored: bool = True) -> Pattern:  # fmt: skip
+    """The pattern's cells of ``grain`` in [start, end): from the kept pattern when it was
+    built after the last sync for the same k, else computed now."""
+    stored = _stored(store, fact, metrics) if use_stored else None
+    if stored is None:
+        return compute_pattern(store, metrics, fact)
+    until, table = stored
+    rows = store.rows(
+        f"SELECT grain, period, dim, value, reason FROM {table} WHERE grain = ? "
+        "AND period >= ? AND period < ?",
+        [grain, start or datetime.min, end],
+    )
+    return Pattern(fact.name, metrics.min_users, until,
+                   {(g, p, d, v): r for g, p, d, v, r in rows})  # fmt: skip
+
+
+def _stored(store: Store, metrics_fact: Fact, metrics: Metrics) -> tuple[datetime, str] | None:
+    if len(metrics.ks) > 1 or not _has_registry(store):
+        return None
+    rows = store.rows(
+        f"SELECT until, run_id = (SELECT MAX(run_id) FROM {META}.runs), k FROM {REGISTRY} "
+        "WHERE fact = ?",
+        [metrics_fact.name],
+    )
+    if not rows or not rows[0][1] or rows[0][2] != metrics.min_users:
+        return None
+    return rows[0][0], f'{ROLLUP_SCHEMA}."pattern__{metrics_fact.name}"'
+
+
+def _has_registry(store: Store) -> bool:
+    return bool(store.rows(
+        "SELECT 1 FROM information_schema.tables WHERE table_catalog = 'store' "
+        f"AND table_schema = '{ROLLUP_SCHEMA}' AND table_name = 'patterns'"
+    ))  # fmt: skip
