@@ -74,14 +74,19 @@ def main() -> None:
     ap.add_argument("--keyfile", type=Path, default=OUT / "bench.keys")
     ap.add_argument("--raw-runs", type=int, default=1)
     ap.add_argument("--rollup-runs", type=int, default=20)
+    ap.add_argument("--no-refresh", action="store_true", help="Keep the rollups as they are.")
     args = ap.parse_args()
     metrics = load_metrics()
     results: dict[str, object] = {}
     with Store(args.store, load_keys(args.keyfile)) as store:
-        started = time.perf_counter()
-        built = refresh_rollups(store, metrics)
-        results["rollup_refresh_seconds"] = round(time.perf_counter() - started, 1)
-        print(f"{len(built)} rollups rebuilt in {results['rollup_refresh_seconds']} s")
+        if not args.no_refresh:
+            started = time.perf_counter()
+            built = refresh_rollups(store, metrics)
+            results["rollup_refresh_seconds"] = round(time.perf_counter() - started, 1)
+            patterns = {k: round(v, 1) for k, v in built.items() if k.startswith("pattern__")}
+            results["pattern_seconds"] = patterns
+            print(f"{len(built)} rollups and patterns rebuilt in "
+                  f"{results['rollup_refresh_seconds']} s (patterns: {patterns})")  # fmt: skip
         rows = []
         for kpi in metrics.kpis.values():
             dims = ["provider"] if kpi.fact.name == "integrations" else ["firmware", "model"]

@@ -40,6 +40,7 @@ from vigie.keys import init_keyfile, load_keys
 from vigie.kpi import calendar
 from vigie.kpi.engine import refresh_rollups, run_kpi
 from vigie.kpi.load import load_metrics
+from vigie.kpi.patterns import compute_pattern
 from vigie.kpi.query import KpiQuery
 from vigie.stores.duckdb_store import Store
 from vigie.sync.run import sync
@@ -355,7 +356,10 @@ def test_a_cell_is_the_same_whichever_question_shows_it(small_countries_fleet):
     with Store(store, keys, read_only=True) as s:
         query = KpiQuery(KPI, ("country",), (), START, START + timedelta(days=DAYS))
         slow = run_kpi(s, metrics, query, use_rollups=False)
+        fresh = compute_pattern(s, metrics, metrics.facts["events"]).suppressed
+        kept = s.rows('SELECT grain, period, dim, value, reason FROM _vigie_kpi."pattern__events"')
     assert by.rollup and not slow.rollup and slow.cells == by.cells
+    assert fresh == {(g, p, d, v): r for g, p, d, v, r in kept}  # kept = computed again
 
 
 def test_raising_k_only_hides_more(small_countries_fleet):
@@ -373,7 +377,7 @@ def test_raising_k_only_hides_more(small_countries_fleet):
 def test_periods_not_over_are_not_published(demo_fleet):
     """A growing period asked twice differences into its latest events: not shown."""
     store, keys, metrics = demo_fleet
-    from vigie.kpi.patterns import compute_pattern, sync_horizon
+    from vigie.kpi.patterns import sync_horizon
 
     with Store(store, keys, read_only=True) as s:
         horizon = sync_horizon(s)
@@ -386,8 +390,6 @@ def test_periods_not_over_are_not_published(demo_fleet):
 def test_a_cell_once_shown_is_never_hidden_later(small_countries_fleet):
     """Syncs move the horizon on: cells of periods already published keep their state."""
     store, keys, metrics = small_countries_fleet
-    from vigie.kpi.patterns import compute_pattern
-
     fact = metrics.facts["activations"]  # a few a day per country, over months
     with Store(store, keys, read_only=True) as s:
         last = compute_pattern(s, metrics, fact, horizon=datetime(2026, 8, 1))

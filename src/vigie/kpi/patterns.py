@@ -11,7 +11,19 @@ import pyarrow as pa
 from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.model import Fact, Metrics
-from vigie.kpi.protect import Key, Pattern, Planner, Row, Stats, cells_sql, rows_sql, shape_of
+from vigie.kpi.protect import (
+    Key,
+    Pattern,
+    Planner,
+    Row,
+    Shape,
+    Stats,
+    cells_queries,
+    columns_needed,
+    rows_sql,
+    shape_of,
+)
+from vigie.kpi.query import q
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import META, ROLLUP_SCHEMA
 
@@ -35,27 +47,51 @@ def compute_pattern(store: Store, metrics: Metrics, fact: Fact,
     ``horizon`` (default: the start of the store's last completed sync)."""
     shape = shape_of(metrics, fact)
     until = calendar.publishable_end("day", horizon or sync_horizon(store))
-    n = len(shape.populations)
-    stats: dict[Key, Stats] = {}
-    for grain, period, dim, value, *rest in store.rows(cells_sql(fact, shape), [until]):
-        key = (str(grain), period, dim, value)
-        stats[key] = Stats(tuple(int(u) for u in rest[:n]), tuple(bool(m) for m in rest[n:]))
-    k = max(metrics.ks)
-    weeks = {calendar.week_of(p) for (g, p, d, _), s in stats.items()
-             if g == "day" and d is None and any(0 < u < k for u in s.users)}  # fmt: skip
-    # the rows of the weeks with a small day: the planner's moves copy them
-    small = sorted(p for (g, p, d, _) in stats if g == "day" and d is None
-                   and calendar.week_of(p) in weeks)  # fmt: skip
-    rows: dict[datetime, list[Row]] = {}
-    if small:
-        width = len(fact.dimensions)
-        for hour, *rest in store.rows(rows_sql(fact, shape, len(small)), small):
-            row = Row(hour, tuple(rest[:width]), tuple(bool(m) for m in rest[width:]))
-            rows.setdefault(calendar.midnight(hour), []).append(row)
+    source = f"vigie_pattern_{fact.name}"
+    columns = ", ".join(q(c) for c in columns_needed(fact, shape))
+    store.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM ({fact.sql}) "
+        f"WHERE {q(fact.time)} < ?",
+        [until],
+    )
+    try:
+        stats = _stats(store, fact, shape, source)
+        rows = _rows_of_small_weeks(store, metrics, fact, shape, source, stats)
+    finally:
+        store.con.execute(f"DROP TABLE IF EXISTS {source}")
     planner = Planner(stats, fact.dimensions, until, rows)
     for each in metrics.ks:
         planner.run(each)
-    return Pattern(fact.name, k, until, planner.suppressed)
+    return Pattern(fact.name, max(metrics.ks), until, planner.suppressed)
+
+
+def _stats(store: Store, fact: Fact, shape: Shape, source: str) -> dict[Key, Stats]:
+    n = len(shape.populations)
+    stats: dict[Key, Stats] = {}
+    for sql in cells_queries(fact, shape, source):
+        for grain, period, dim, value, *rest in store.rows(sql):
+            key = (str(grain), period, dim, value)
+            stats[key] = Stats(tuple(int(u) for u in rest[:n]), tuple(bool(m) for m in rest[n:]))
+    return stats
+
+
+def _rows_of_small_weeks(store: Store, metrics: Metrics, fact: Fact, shape: Shape, source: str,
+                         stats: dict[Key, Stats]) -> dict[datetime, list[Row]]:  # fmt: skip
+    """The distinct rows of the weeks that hold a small day: the planner's moves copy
+    them (a row the fact can hold)."""
+    k = max(metrics.ks)
+    weeks = {calendar.week_of(p) for (g, p, d, _), s in stats.items()
+             if g == "day" and d is None and any(0 < u < k for u in s.users)}  # fmt: skip
+    days = sorted(p for (g, p, d, _) in stats if g == "day" and d is None
+                  and calendar.week_of(p) in weeks)  # fmt: skip
+    rows: dict[datetime, list[Row]] = {}
+    width = len(fact.dimensions)
+    for start in range(0, len(days), 500):
+        chunk = days[start : start + 500]
+        for hour, *rest in store.rows(rows_sql(fact, shape, source, len(chunk)), chunk):
+            row = Row(hour, tuple(rest[:width]), tuple(bool(m) for m in rest[width:]))
+            rows.setdefault(calendar.midnight(hour), []).append(row)
+    return rows
 
 
 def store_pattern(store: Store, metrics: Metrics, fact: Fact, run_id: int) -> float:
@@ -92,10 +128,10 @@ def store_pattern(store: Store, metrics: Metrics, fact: Fact, run_id: int) -> fl
 
 
 def pattern_for(store: Store, metrics: Metrics, fact: Fact, grain: str, start: datetime | None,
-                end: datetime, *, use_stored: bool = True) -> Pattern:  # fmt: skip
+                end: datetime) -> Pattern:  # fmt: skip
     """The pattern's cells of ``grain`` in [start, end): from the kept pattern when it was
     built after the last sync for the same k, else computed now."""
-    stored = _stored(store, fact, metrics) if use_stored else None
+    stored = _stored(store, fact, metrics)
     if stored is None:
         return compute_pattern(store, metrics, fact)
     until, table = stored
@@ -123,6 +159,6 @@ def _stored(store: Store, metrics_fact: Fact, metrics: Metrics) -> tuple[datetim
 
 def _has_registry(store: Store) -> bool:
     return bool(store.rows(
-        "SELECT 1 FROM information_schema.tables WHERE table_catalog = 'store' "
-        f"AND table_schema = '{ROLLUP_SCHEMA}' AND table_name = 'patterns'"
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' "
+        f"AND schema_name = '{ROLLUP_SCHEMA}' AND table_name = 'patterns'"
     ))  # fmt: skip

@@ -120,46 +120,56 @@ def _filter(column: str | None) -> str:
     return f" FILTER (WHERE {_q(column)})" if column else ""
 
 
-def cells_sql(fact: Fact, shape: Shape) -> str:
-    """Every publishable cell of ``fact`` with its users per population and its supports,
-    for rows before ``?`` (the end of the last day that is over), in one scan."""
-    t = _q(fact.time)
-    marks = {g: f'"__vigie_{g}"' for g in calendar.GRAINS_NESTED}
-    periods = ", ".join(f"{calendar.period_sql(g, t)} AS {m}" for g, m in marks.items())
-    sets = [f"({marks['hour']})"]
-    for grain in ("day", "week", "month"):
-        sets.append(f"({marks[grain]})")
-        sets += [f"({marks[grain]}, {_q(d)})" for d in fact.dimensions]
-    grain = "CASE " + " ".join(
-        f"WHEN GROUPING({m}) = 0 THEN '{g}'" for g, m in marks.items()
-    ) + " END"  # fmt: skip
-    period = f"COALESCE({', '.join(marks.values())})"
-    never = ["WHEN false THEN ''"]  # a fact without dimensions
-    dim = "CASE " + " ".join(
-        [f"WHEN GROUPING({_q(d)}) = 0 THEN '{d}'" for d in fact.dimensions] or never
-    ) + " END"  # fmt: skip
-    value = "CASE " + " ".join(
-        [f"WHEN GROUPING({_q(d)}) = 0 THEN CAST({_q(d)} AS VARCHAR)" for d in fact.dimensions]
-        or never
-    ) + " END"  # fmt: skip
-    users = [f"COUNT(DISTINCT {_q(fact.user)}){_filter(p)}" for p in shape.populations]
-    mass = [f"COUNT(*){_filter(s)} > 0" for s in shape.supports]
-    return (
-        f"WITH fact AS ({fact.sql}), base AS (SELECT *, {periods} FROM fact WHERE {t} < ?) "
-        f"SELECT {grain}, {period}, {dim}, {value}, {', '.join(users + mass)} "
-        f"FROM base GROUP BY GROUPING SETS ({', '.join(sets)})"
-    )
+def columns_needed(fact: Fact, shape: Shape) -> list[str]:
+    """The fact's columns a pattern reads (time, person, dimensions, populations...)."""
+    named = [fact.time, fact.user, *fact.dimensions, *shape.populations, *shape.supports]
+    return list(dict.fromkeys(c for c in named if c))
 
 
-def rows_sql(fact: Fact, shape: Shape, days: int) -> str:
+def cells_queries(fact: Fact, shape: Shape, source: str) -> list[str]:
+    """Queries over ``source`` (a table of the fact's rows) giving every publishable cell
+    with its distinct users per population and whether each quantity has rows there: the
+    hours' totals, then per dimension (and for the totals) the day, week and month cells.
+    Each reads the rows once into one row per (day, value, person), from which the three
+    grains count people: distinct counting never holds more than one grouping at a time."""
+    t, user = _q(fact.time), _q(fact.user)
+    flags = [*(p and _q(p) for p in shape.populations), *(s and _q(s) for s in shape.supports)]
+    names = [f"f{i}" for i in range(len(flags))]
+    npop = len(shape.populations)
+    ors = ", ".join(f"bool_or({f or 'true'}) AS {n}" for f, n in zip(flags, names, strict=True))
+    again = ", ".join(f"bool_or({n}) AS {n}" for n in names)
+    people = [f"COUNT(*) FILTER (WHERE {n})" for n in names[:npop]]
+    counts = ", ".join(people + [f"bool_or({n})" for n in names[npop:]])
+    out = [
+        f"SELECT 'hour', p, NULL, NULL, {counts} FROM (SELECT date_trunc('hour', {t}) AS p, "
+        f"{user}, {ors} FROM {source} GROUP BY ALL) GROUP BY p"
+    ]
+    for dim in [None, *fact.dimensions]:
+        value = f"CAST({_q(dim)} AS VARCHAR)" if dim else "NULL"
+        label = f"'{dim}'" if dim else "NULL"
+        parts = [f"SELECT 'day', d, {label}, v, {counts} FROM people GROUP BY d, v"]
+        for grain in ("week", "month"):
+            period = calendar.period_sql(grain, "d")
+            parts.append(
+                f"SELECT '{grain}', p, {label}, v, {counts} FROM (SELECT {period} AS p, v, "
+                f"{user}, {again} FROM people GROUP BY ALL) GROUP BY p, v"
+            )
+        out.append(
+            f"WITH people AS MATERIALIZED (SELECT date_trunc('day', {t}) AS d, {value} AS v, "
+            f"{user}, {ors} FROM {source} GROUP BY ALL) " + " UNION ALL ".join(parts)
+        )
+    return out
+
+
+def rows_sql(fact: Fact, shape: Shape, source: str, days: int) -> str:
     """The distinct rows (hour, dimension values, supports) of ``days`` given days."""
     t = _q(fact.time)
     values = ", ".join(f"CAST({_q(d)} AS VARCHAR)" for d in fact.dimensions)
     mass = ", ".join(f"bool_or({_q(s) if s else 'true'})" for s in shape.supports)
     slots = ", ".join("?" for _ in range(days))
     return (
-        f"WITH fact AS ({fact.sql}) SELECT date_trunc('hour', {t}) AS h, {values}, {mass} "
-        f"FROM fact WHERE date_trunc('day', {t}) IN ({slots}) GROUP BY ALL"
+        f"SELECT date_trunc('hour', {t}) AS h, {values}, {mass} "
+        f"FROM {source} WHERE date_trunc('day', {t}) IN ({slots}) GROUP BY ALL"
     )
 
 

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Cell:
+class Cell(NamedTuple):
+    """Immutable, and a tuple: a two-year daily answer builds thousands of them."""
+
     period: datetime
     dims: tuple[object, ...]
     is_total: bool
