@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from vigie.errors import UsageError
 from vigie.kpi.model import Grain
 
-GRAINS_NESTED: tuple[Grain, ...] = ("hour", "day", "week", "month")
 _PERIOD_SQL = {
     "hour": "date_trunc('hour', {t})",
     "day": "date_trunc('day', {t})",

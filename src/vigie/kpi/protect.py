@@ -81,9 +81,6 @@ class Pattern:
     until: datetime  # periods ending at or before this are published
     suppressed: dict[Key, str] = field(default_factory=dict)
 
-    def reason(self, key: Key) -> str | None:
-        return self.suppressed.get(key)
-
 
 def shape_of(metrics: Metrics, fact: Fact) -> Shape:
     populations: list[str | None] = []

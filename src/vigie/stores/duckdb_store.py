@@ -88,6 +88,10 @@ class Store:
         self.con.execute("SET checkpoint_threshold = '4GB'")
         try:
             load_extension(self.con, "httpfs")  # DuckDB encrypts with httpfs's OpenSSL
+            # What a large query spills goes beside the store (0700, by the umask) and is
+            # encrypted, not to ./.tmp in clear (DuckDB's default for this connection).
+            self.con.execute(f"SET temp_directory = '{_sql_str(str(self.spill_path))}'")
+            self.con.execute("SET temp_file_encryption = true")
             self._attach()
             if not read_only:  # the lock is ours now
                 self._fresh_path().unlink(missing_ok=True)  # left by a rewrite that crashed
@@ -96,6 +100,11 @@ class Store:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def spill_path(self) -> Path:
+        """Where DuckDB spills what does not fit in memory (encrypted, removed at close)."""
+        return self.path.with_name(self.path.name + ".tmp")
 
     def _attach(self) -> None:
         mode = "READ_ONLY, " if self.read_only else ""
