@@ -55,3 +55,28 @@ def store_content(path: Path, keys: Keys) -> dict[str, list[tuple[Any, ...]]]:
             select = ", ".join(f'"{c}"' for c in cols)
             out[table] = sorted(store.rows(f'SELECT {select} FROM "{table}"'), key=repr)
     return out
+
+
+def synced_fleet(root: Path, users: int, days: int, seed: int, *, small_countries: int = 0):
+    """A generated SQLite fleet synced with the example policy into a fresh store;
+    ``small_countries``: one user in 25 moves to one of that many tiny countries first.
+    Returns (production dsn, store path, keys)."""
+    from conftest import EXAMPLE_POLICY
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.build import generate_fleet
+    from vigie.fleet.generate import FleetSpec
+    from vigie.keys import init_keyfile, load_keys
+    from vigie.sync.run import sync
+
+    dsn = parse_dsn(f"sqlite:///{root / 'production.db'}")
+    generate_fleet(dsn, FleetSpec(users=users, days=days, seed=seed))
+    if small_countries:
+        codes = [f"X{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(small_countries)]
+        cases = " ".join(f"WHEN {i} THEN '{c}'" for i, c in enumerate(codes))
+        prod_exec(dsn, f"UPDATE users SET country = CASE (id / 25) % {small_countries} "
+                       f"{cases} END WHERE id % 25 = 0")  # fmt: skip
+    init_keyfile(root / "keys")
+    keys = load_keys(root / "keys")
+    store = root / "store" / "vigie.duckdb"
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    return dsn, store, keys

@@ -30,20 +30,15 @@ import pytest
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
-from conftest import EXAMPLE_POLICY
-from helpers import prod_exec
-from vigie.db.dsn import parse_dsn
+from helpers import synced_fleet
 from vigie.errors import UsageError
-from vigie.fleet.build import generate_fleet
-from vigie.fleet.generate import WINDOW_START, FleetSpec
-from vigie.keys import init_keyfile, load_keys
+from vigie.fleet.generate import WINDOW_START
 from vigie.kpi import calendar
 from vigie.kpi.engine import refresh_rollups, run_kpi
 from vigie.kpi.load import load_metrics
 from vigie.kpi.patterns import compute_pattern
 from vigie.kpi.query import KpiQuery
 from vigie.stores.duckdb_store import Store
-from vigie.sync.run import sync
 
 DIMS = ("firmware", "country", "error_code")
 KPI = "connection_attempts"
@@ -81,17 +76,7 @@ class Seen:
 
 
 def _fleet(root: Path, users: int, seed: int, small_countries: int = 0):
-    dsn = parse_dsn(f"sqlite:///{root / 'prod.db'}")
-    generate_fleet(dsn, FleetSpec(users=users, days=DAYS, seed=seed))
-    if small_countries:  # one user in 25 moves to one of many tiny countries
-        codes = [f"X{chr(65 + i // 26)}{chr(65 + i % 26)}" for i in range(small_countries)]
-        cases = " ".join(f"WHEN {i} THEN '{c}'" for i, c in enumerate(codes))
-        prod_exec(dsn, f"UPDATE users SET country = CASE (id / 25) % {small_countries} "
-                       f"{cases} END WHERE id % 25 = 0")  # fmt: skip
-    init_keyfile(root / "keys")
-    keys = load_keys(root / "keys")
-    store = root / "store" / "vigie.duckdb"
-    sync(dsn, EXAMPLE_POLICY, store, keys)
+    _, store, keys = synced_fleet(root, users, DAYS, seed, small_countries=small_countries)
     (root / "metrics.yaml").write_text(METRICS)
     metrics = load_metrics(root / "metrics.yaml")
     with Store(store, keys) as s:

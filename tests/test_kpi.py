@@ -13,16 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLE_POLICY
-from helpers import prod
+from helpers import prod, synced_fleet
 from vigie.errors import PolicyError, UsageError
-from vigie.fleet.build import generate_fleet
-from vigie.fleet.generate import WINDOW_START, FleetSpec
+from vigie.fleet.generate import WINDOW_START
 from vigie.kpi.engine import refresh_rollups, run_kpi
 from vigie.kpi.load import load_metrics
 from vigie.kpi.query import KpiQuery
 from vigie.stores.duckdb_store import Store
-from vigie.sync.run import sync
 
 START = datetime.fromtimestamp(WINDOW_START, UTC).replace(tzinfo=None)  # the fleet's window
 END = START + timedelta(days=3)
@@ -31,16 +28,7 @@ END = START + timedelta(days=3)
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
     """A 3000-user fleet synced into a store, with rollups; (production dsn, store, keys)."""
-    from vigie.db.dsn import parse_dsn
-    from vigie.keys import init_keyfile, load_keys
-
-    root = tmp_path_factory.mktemp("kpi")
-    dsn = parse_dsn(f"sqlite:///{root / 'prod.db'}")
-    generate_fleet(dsn, FleetSpec(users=3000, days=3, seed=21))
-    init_keyfile(root / "keys")
-    keys = load_keys(root / "keys")
-    store = root / "store" / "vigie.duckdb"
-    sync(dsn, EXAMPLE_POLICY, store, keys)
+    dsn, store, keys = synced_fleet(tmp_path_factory.mktemp("kpi"), 3000, 3, seed=21)
     with Store(store, keys) as s:
         refresh_rollups(s, load_metrics())
     return dsn, store, keys

@@ -11,16 +11,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import EXAMPLE_POLICY
-from helpers import store_content
+from helpers import store_content, synced_fleet
 from vigie.errors import PolicyError
-from vigie.fleet.build import generate_fleet
-from vigie.fleet.generate import FleetSpec
 from vigie.kpi.engine import lock_down, refresh_rollups, run_kpi
 from vigie.kpi.load import load_metrics
 from vigie.kpi.query import KpiQuery
 from vigie.stores.duckdb_store import Store
-from vigie.sync.run import sync
 
 FACT = """version: 1
 facts:
@@ -75,16 +71,7 @@ def test_a_fact_that_would_execute_something_is_refused_with_its_place(sql, mess
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from vigie.db.dsn import parse_dsn
-    from vigie.keys import init_keyfile, load_keys
-
-    root = tmp_path_factory.mktemp("metrics_sql")
-    dsn = parse_dsn(f"sqlite:///{root / 'production.db'}")
-    generate_fleet(dsn, FleetSpec(users=150, days=2, seed=3))
-    init_keyfile(root / "keys")
-    keys = load_keys(root / "keys")
-    path = root / "store" / "vigie.duckdb"
-    sync(dsn, EXAMPLE_POLICY, path, keys)
+    _, path, keys = synced_fleet(tmp_path_factory.mktemp("metrics_sql"), 150, 2, seed=3)
     return path, keys
 
 
