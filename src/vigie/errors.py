@@ -13,12 +13,20 @@ prints or exits.
     ├── KeyfileError            keyfile missing, unreadable, loose mode, wrong key
     ├── StoreError              store missing, loose file modes, cannot be opened
     │   └── StoreNonConforming  `vigie store verify` found the store off its policy
+    ├── AuthError               no credentials, an unknown, expired or revoked API key
+    ├── Forbidden               an authenticated actor whose role does not allow the action
+    ├── Refused                 a request vigie will not run (a SQL statement outside the sandbox)
+    ├── Unavailable             the data service is not running or not answering   (transient)
+    ├── AuditError              the audit log cannot be written or does not verify
     └── SyncError               a sync stage stopped; nothing of the failing batch was loaded
         ├── UnclassifiedColumns default deny: production has columns the policy does not name
         ├── SchemaDrift         a column changed type since the policy/store were made
         └── ScanHit             a kept value looks like PII or a secret
 
 Errors marked transient may succeed when retried unchanged; all others are terminal.
+Each class has a ``kind`` (usage, config, auth, forbidden, refused, not_found, unavailable,
+conflict, internal): the CLI maps it to an exit code, the server to an HTTP status, and the
+audit log records it, never the message text.
 Messages never contain secret values: key material, passwords in DSNs, tokens.
 """
 
@@ -30,6 +38,7 @@ class VigieError(Exception):
 
     transient: bool = False
     exit_code: int = 1
+    kind: str = "internal"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -45,17 +54,23 @@ class VigieError(Exception):
 class UsageError(VigieError):
     """Arguments that make no sense (negative counts, unknown choices)."""
 
+    kind = "usage"
+
     exit_code = 2
 
 
 class DsnError(VigieError):
     """A DSN that cannot be parsed, or one naming an unsupported engine."""
 
+    kind = "config"
+
     exit_code = 2
 
 
 class ConnectionFailed(VigieError):
     """A database could not be reached or refused us."""
+
+    kind = "unavailable"
 
     transient = True
     exit_code = 3
@@ -64,9 +79,13 @@ class ConnectionFailed(VigieError):
 class TargetNotEmpty(VigieError):
     """The fleet target already holds tables; refuse unless asked to replace them."""
 
+    kind = "conflict"
+
 
 class PolicyError(VigieError):
     """The policy file is invalid; the message names file, line and column."""
+
+    kind = "config"
 
     exit_code = 4
 
@@ -74,11 +93,15 @@ class PolicyError(VigieError):
 class KeyfileError(VigieError):
     """The keyfile is missing, unreadable, too open, or holds a wrong key."""
 
+    kind = "config"
+
     exit_code = 5
 
 
 class StoreError(VigieError):
     """The analytics store cannot be opened or is not protected as required."""
+
+    kind = "config"
 
     exit_code = 5
 
@@ -86,11 +109,15 @@ class StoreError(VigieError):
 class StoreNonConforming(StoreError):
     """The store holds what the policy does not allow, or is not protected as required."""
 
+    kind = "refused"
+
     exit_code = 7
 
 
 class SyncError(VigieError):
     """A sync stage stopped. Nothing of the failing batch was loaded."""
+
+    kind = "refused"
 
     exit_code = 6
 
@@ -105,3 +132,47 @@ class SchemaDrift(SyncError):
 
 class ScanHit(SyncError):
     """A kept value looks like PII or a secret."""
+
+
+class AuthError(VigieError):
+    """No credentials, or an unknown, expired or revoked API key (HTTP 401)."""
+
+    kind = "auth"
+    exit_code = 8
+
+
+class Forbidden(VigieError):
+    """The actor's role does not allow the action (HTTP 403)."""
+
+    kind = "forbidden"
+    exit_code = 8
+
+
+class NotFound(VigieError):
+    """What was asked for does not exist (an unknown KPI, route or key name)."""
+
+    kind = "not_found"
+    exit_code = 2
+
+
+class Refused(VigieError):
+    """A request vigie will not run as asked: a SQL statement outside the sandbox, a
+    statement over its time limit (HTTP 422)."""
+
+    kind = "refused"
+    exit_code = 9
+
+
+class Unavailable(VigieError):
+    """The data service is not running or did not answer (HTTP 503)."""
+
+    kind = "unavailable"
+    transient = True
+    exit_code = 3
+
+
+class AuditError(VigieError):
+    """The audit log cannot be written, or ``vigie audit verify`` found it tampered with."""
+
+    kind = "internal"
+    exit_code = 10

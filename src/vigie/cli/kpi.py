@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,10 @@ from vigie.keys import load_keys
 from vigie.kpi.engine import KpiResult, default_range, lock_down, refresh_rollups, run_kpi
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Metrics
+from vigie.kpi.parse import parse_query
 from vigie.kpi.query import KpiQuery
+from vigie.serve.client import query_json, result_from_json
+from vigie.serve.protocol import ask, running, socket_path
 from vigie.stores.duckdb_store import Store
 
 app = typer.Typer(help="Declared KPIs over the store, with small-cell suppression.")
@@ -59,30 +61,19 @@ def list_kpis(metrics: MetricsOpt = None) -> None:
 
 def _query(name: str, by: str, from_: str | None, to: str | None, grain: str,
            where: list[str] | None) -> KpiQuery:  # fmt: skip
-    if grain not in ("hour", "day", "week", "month"):
-        raise UsageError(f"--grain must be hour, day, week or month, got '{grain}'.")
-    pairs = []
-    for item in where or []:
-        dim, sep, value = item.partition("=")
-        if not sep or not dim:
-            raise UsageError(f"--where takes DIM=VALUE, got '{item}'.")
-        pairs.append((dim.strip(), value.strip()))
-    dims = tuple(d.strip() for d in by.split(",") if d.strip())
-    return KpiQuery(name, dims, tuple(pairs), _time(from_, "--from"), _time(to, "--to"),
-                    grain)  # type: ignore[arg-type]  # fmt: skip
-
-
-def _time(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{option} '{text}' is not a date (YYYY-MM-DD[ HH:MM]).") from None
+    return parse_query(name, by, from_, to, grain, where or [])
 
 
 def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -> KpiResult:
-    """The query on the store opened read-only and locked down (no file, no setting)."""
+    """The query on the store opened read-only and locked down (no file, no setting); or,
+    while `vigie serve` holds the store, asked of its data service."""
+    if running(store):
+        if metrics.sources[1:] or metrics.min_users != metrics.base_min_users:
+            raise UsageError(
+                "vigie serve holds this store and answers with its own metrics and k.",
+                hint="Drop --metrics/--min-users, or stop the server.",
+            )
+        return result_from_json(ask(socket_path(store), "kpi", query_json(query)), metrics)
     with Store(store, load_keys(keyfile), read_only=True) as s:
         lock_down(s)
         return run_kpi(s, metrics, default_range(s, metrics, query))

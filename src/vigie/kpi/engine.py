@@ -168,7 +168,7 @@ def find_rollup(store: Store, metrics: Metrics, query: KpiQuery) -> str | None:
 
 def _fresh(store: Store, name: str) -> bool:
     """Built after the store's latest sync run."""
-    if not _has_registry(store):
+    if not has_registry(store):
         return False
     rows = store.rows(
         f"SELECT r.run_id = (SELECT MAX(run_id) FROM {META}.runs) FROM {ROLLUPS}.registry r "
@@ -178,7 +178,7 @@ def _fresh(store: Store, name: str) -> bool:
     return bool(rows and rows[0][0])
 
 
-def _has_registry(store: Store) -> bool:
+def has_registry(store: Store) -> bool:
     """Whether rollups were ever built (duckdb_tables(): information_schema is slower)."""
     return bool(store.rows(
         "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' "

@@ -160,12 +160,14 @@ def check_foreign(store: Store, policy: Policy) -> Iterator[Finding]:
         f"deleted__{t}" for t in policy.tables
     }
     rollups = _rollup_names(store)
+    patterns = _pattern_names(store)
     for schema, table in store.rows(
         "SELECT table_schema, table_name FROM information_schema.tables "
         "WHERE table_catalog = 'store' AND table_schema <> 'main' ORDER BY 1, 2"
     ):
         known = (schema == META and (table in META_TABLES or table in history)) or (
-            schema == ROLLUP_SCHEMA and (table == "registry" or table in rollups)
+            schema == ROLLUP_SCHEMA
+            and (table in ("registry", "patterns") or table in rollups or table in patterns)
         )
         if not known:
             yield Finding(
@@ -228,6 +230,16 @@ def _singling(store: Store, table: str, column: str, entities: list[str]) -> Sin
         if found.identifies and found.share > worst.share:
             worst = found
     return worst
+
+
+def _pattern_names(store: Store) -> set[str]:
+    """The suppression patterns the rollup refresh registered (``kpi.patterns``)."""
+    try:
+        return {
+            f"pattern__{n}" for (n,) in store.rows(f"SELECT fact FROM {ROLLUP_SCHEMA}.patterns")
+        }
+    except duckdb.CatalogException:
+        return set()
 
 
 def _rollup_names(store: Store) -> set[str]:

@@ -15,6 +15,7 @@ No key is ever stored: only key ids, which cannot be turned back into keys.
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 from collections.abc import Iterator
@@ -193,6 +194,15 @@ class Store:
         fresh.replace(self.path)
         _fsync_dir(self.path.parent)
         self._attach()
+
+    def cursor_view(self) -> Store:
+        """This store on a new cursor of the same DuckDB, for one thread; release it with
+        ``view.con.close()``. The cursor shares the database's settings (a locked-down
+        store's cursors are locked down) and sees its last committed state."""
+        view = copy.copy(self)
+        view.con = self.con.cursor()
+        view.con.execute("USE store")
+        return view
 
     def __enter__(self) -> Store:
         return self

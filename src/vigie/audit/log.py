@@ -1,0 +1,251 @@
+"""A keyed hash chain of audit entries, one JSON line each, with its head anchored apart.
+
+Each entry carries ``seq`` (1, 2, ...), ``prev`` (the previous entry's MAC) and ``mac`` =
+HMAC-SHA256(audit key, the entry's other fields as canonical JSON). The key is the log's own
+(``<log>.key``, 0600): neither the store key nor the pseudonymization key. The chain's head
+(last seq and MAC, itself MACed) is rewritten atomically in ``<log>.head`` after every
+append, so a log cut after its last entries no longer matches its head. Without the key,
+nobody can modify, insert, delete or reorder entries, or cut the tail, unseen by
+``verify``. An entry records who did what and how it ended, never a key or a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vigie.errors import AuditError, KeyfileError
+
+GENESIS = "0" * 64
+
+
+def _canonical(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def key_path(log: Path) -> Path:
+    return log.with_name(log.name + ".key")
+
+
+def head_path(log: Path) -> Path:
+    return log.with_name(log.name + ".head")
+
+
+def init_audit_key(log: Path) -> None:
+    """Create the log's own key (0600) unless it exists."""
+    path = key_path(log)
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+
+
+def read_audit_key(log: Path) -> bytes:
+    path = key_path(log)
+    try:
+        st = path.stat()
+        text = path.read_text().strip()
+    except (FileNotFoundError, IsADirectoryError):
+        raise KeyfileError(
+            f"Audit key {path} does not exist.",
+            hint="`vigie serve` creates it with the log; point --audit-log at that log.",
+        ) from None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise KeyfileError(f"Audit key {path} is readable by others.", hint=f"chmod 600 {path}")
+    if len(text) != 64:
+        raise KeyfileError(f"Audit key {path} is not a vigie audit key (64 hex characters).")
+    return text.encode()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of ``verify``: its kind and where."""
+
+    kind: str  # modified, inserted, deleted, reordered, cut, head
+    line: int | None
+    detail: str
+
+
+class AuditLog:
+    """Append entries to the chain; thread-safe; every append is flushed before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        init_audit_key(path)
+        self._key = read_audit_key(path)
+        self._lock = threading.Lock()
+        self._seq, self._mac = self._tail()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.close(fd)
+            raise AuditError(f"Audit log {path} is readable by others.", hint=f"chmod 600 {path}")
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def _tail(self) -> tuple[int, str]:
+        last: dict[str, Any] | None = None
+        for _, entry in _lines(self.path):
+            last = entry if isinstance(entry, dict) else last
+        if last is None:
+            return 0, GENESIS
+        problems = verify(self.path)
+        if problems:
+            raise AuditError(
+                f"Audit log {self.path} does not verify ({problems[0].kind}: "
+                f"{problems[0].detail}); refusing to append to it.",
+                hint="Run `vigie audit verify` and keep the log as evidence; start a new log "
+                "with --audit-log.",
+            )
+        return int(last["seq"]), str(last["mac"])
+
+    def append(self, **fields: Any) -> int:
+        """Add one entry; AuditError if it could not be written (the caller must then fail)."""
+        with self._lock:
+            entry = {"seq": self._seq + 1, "time": _now(), "prev": self._mac, **fields}
+            entry["mac"] = hmac.new(self._key, _canonical(entry), hashlib.sha256).hexdigest()
+            try:
+                self._fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+                self._fh.flush()
+                _write_head(self.path, self._key, entry["seq"], entry["mac"])
+            except OSError as exc:
+                raise AuditError(
+                    f"Cannot write the audit log {self.path}: {exc.strerror}.",
+                    hint="Free disk space or fix the log's permissions.",
+                ) from None
+            self._seq, self._mac = entry["seq"], entry["mac"]
+            return int(entry["seq"])
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _head_mac(key: bytes, seq: int, mac: str) -> str:
+    return hmac.new(key, f"head {seq} {mac}".encode(), hashlib.sha256).hexdigest()
+
+
+def _write_head(log: Path, key: bytes, seq: int, mac: str) -> None:
+    head = head_path(log)
+    tmp = head.with_name(f".{head.name}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"seq": seq, "mac": mac, "sig": _head_mac(key, seq, mac)}, fh)
+    tmp.replace(head)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            yield n, entry if isinstance(entry, dict) else None
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries as written (use ``verify`` first to trust them)."""
+    return [e for _, e in _lines(path) if e is not None]
+
+
+def verify(path: Path) -> list[Problem]:
+    """Every tampering found: modified, inserted, deleted or reordered entries, a cut tail."""
+    key = read_audit_key(path)
+    problems: list[Problem] = []
+    valid: list[tuple[int, dict[str, Any]]] = []
+    seen: set[int] = set()
+    claimed: set[int] = set()  # seqs of entries whose MAC fails: reported as modified
+    for n, entry in _lines(path):
+        if entry is None or not _mac_ok(key, entry):
+            seq = entry.get("seq") if entry else None
+            if isinstance(seq, int):
+                claimed.add(seq)
+            kind = "inserted" if isinstance(seq, int) and seq in seen else "modified"
+            problems.append(Problem(kind, n, "the entry's MAC does not match its content"))
+            continue
+        seq = int(entry["seq"])
+        if seq in seen:
+            problems.append(Problem("inserted", n, f"entry {seq} appears twice"))
+            continue
+        seen.add(seq)
+        valid.append((n, entry))
+    problems += _order(valid, claimed)
+    problems += _head(path, key, valid)
+    return problems
+
+
+def _mac_ok(key: bytes, entry: dict[str, Any]) -> bool:
+    body = {k: v for k, v in entry.items() if k != "mac"}
+    want = hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()
+    return isinstance(entry.get("mac"), str) and hmac.compare_digest(want, entry["mac"])
+
+
+def _order(valid: list[tuple[int, dict[str, Any]]], claimed: set[int]) -> list[Problem]:
+    problems = []
+    seqs = [int(e["seq"]) for _, e in valid]
+    if seqs != sorted(seqs):
+        first = next(i for i in range(1, len(seqs)) if seqs[i] < seqs[i - 1])
+        where = f"entry {seqs[first]} comes after entry {seqs[first - 1]}"
+        problems.append(Problem("reordered", valid[first][0], where))
+    by_seq = {int(e["seq"]): e for _, e in valid}
+    present = set(by_seq)
+    top = max(present, default=0)
+    missing = [s for s in range(1, top + 1) if s not in present and s not in claimed]
+    if missing:
+        problems.append(Problem("deleted", None, f"entries {_ranges(missing)} are missing"))
+    for seq, entry in by_seq.items():
+        prev = by_seq.get(seq - 1)
+        want = GENESIS if seq == 1 else (prev["mac"] if prev else None)
+        if want is not None and entry["prev"] != want:
+            problems.append(
+                Problem("modified", None, f"entry {seq} does not follow entry {seq - 1}")
+            )
+    return problems
+
+
+def _head(path: Path, key: bytes, valid: list[tuple[int, dict[str, Any]]]) -> list[Problem]:
+    head_file = head_path(path)
+    if not head_file.exists():
+        return [] if not valid else [Problem("head", None, f"{head_file} is missing")]
+    try:
+        head = json.loads(head_file.read_text())
+        seq, mac = int(head["seq"]), str(head["mac"])
+        ok = hmac.compare_digest(_head_mac(key, seq, mac), str(head["sig"]))
+    except (ValueError, KeyError, TypeError):
+        ok, seq, mac = False, 0, ""
+    if not ok:
+        return [Problem("head", None, f"{head_file} is not signed by the audit key")]
+    last = max((int(e["seq"]) for _, e in valid), default=0)
+    if seq > last:
+        return [Problem("cut", None, f"the log ends at entry {last} but its head is entry {seq}: "
+                                     f"{seq - last} entries were cut off the end")]  # fmt: skip
+    tail = next((e for _, e in valid if int(e["seq"]) == seq), None)
+    if tail is None or tail["mac"] != mac or seq < last:
+        return [Problem("head", None, f"the log's entries after {seq} are not in its head")]
+    return []
+
+
+def _ranges(seqs: list[int]) -> str:
+    out, start = [], seqs[0]
+    for a, b in zip(seqs, [*seqs[1:], None], strict=True):
+        if b != a + 1:
+            out.append(str(start) if start == a else f"{start}-{a}")
+            start = b if b is not None else start
+    return ", ".join(out)

@@ -1,0 +1,397 @@
+"""The data process: owns the store, runs the scheduled sync, answers over a 0600 socket.
+
+Reads never wait for a sync and never see half of one. The service answers from a
+*snapshot*: a copy of the store file taken while no writer holds it (the copy is made under
+the store's shared lock, so a ``vigie sync`` elsewhere cannot be writing), opened
+read-only on a DuckDB whose external access is off and configuration locked. After each
+sync and rollup refresh, a new snapshot is published and swapped in; queries in flight
+finish on the old one, which is then closed and deleted. An answer is therefore the
+pre-sync or the post-sync state, never a mix. The snapshot is encrypted with the store key,
+0600 in the store's 0700 folder, like the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socketserver
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from vigie.errors import Forbidden, NotFound, StoreError, UsageError, VigieError
+from vigie.keys import Keys
+from vigie.kpi.engine import ROLLUPS, KpiResult, default_range, has_registry, lock_down, run_kpi
+from vigie.kpi.load import load_metrics
+from vigie.kpi.model import Count, CountDistinct, Metrics
+from vigie.kpi.parse import parse_query
+from vigie.policy.load import parse_policy
+from vigie.serve import protocol
+from vigie.serve.sandbox import check_statement, run_statement
+from vigie.stores.checks import verify_store
+from vigie.stores.duckdb_store import Store
+from vigie.sync.service import SyncService, SyncSettings
+
+log = logging.getLogger("vigie.data")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    store: Path
+    metrics: Path | None = None
+    sync: SyncSettings | None = None
+    every: float | None = None  # seconds between scheduled syncs (start to start)
+    sql_timeout: float = 5.0
+    sql_max_rows: int = 10_000
+    watch: float = 2.0  # how often a store synced by someone else is looked at
+
+
+@dataclass
+class Snapshot:
+    """One published state of the store, open read-only and locked down."""
+
+    generation: int
+    path: Path
+    store: Store
+    published_at: datetime
+    tables: frozenset[str]
+    users: int = 0
+    retired: bool = False
+    cache: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+
+    def close(self) -> None:
+        self.store.close()
+        for p in (self.path, self.path.with_name(self.path.name + ".wal")):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(self.store.spill_path, ignore_errors=True)
+
+
+@dataclass
+class SyncState:
+    running: bool = False
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_error: str | None = None
+    next_at: datetime | None = None
+    runs: int = 0
+
+
+class DataService:
+    """The store's owner while vigie serves. ``serve_forever`` blocks until ``stop``."""
+
+    def __init__(self, settings: DataSettings, keys: Keys) -> None:
+        self.settings, self.keys = settings, keys
+        self.metrics: Metrics = load_metrics(settings.metrics)
+        self.socket = protocol.socket_path(settings.store)
+        self._swap = threading.Lock()
+        self._write = threading.Lock()  # the primary store: one sync, publish or verify
+        self._current: Snapshot | None = None
+        self._generation = 0
+        self._stamp: tuple[int, ...] | None = None
+        self.sync_state = SyncState()
+        self.stop_event = threading.Event()
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self.ops: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "ping": lambda _: {"generation": self._generation},
+            "kpis": self.op_kpis,
+            "kpi": self.op_kpi,
+            "sql": self.op_sql,
+            "status": self.op_status,
+            "verify": self.op_verify,
+        }
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def _primary_stamp(self) -> tuple[int, ...]:
+        out: list[int] = []
+        for p in (
+            self.settings.store,
+            self.settings.store.with_name(self.settings.store.name + ".wal"),
+        ):
+            st = p.stat() if p.exists() else None
+            out += [st.st_mtime_ns, st.st_size, st.st_ino] if st else [0, 0, 0]
+        return tuple(out)
+
+    def publish(self) -> Snapshot:
+        """Copy the primary store under its shared lock and serve the copy from now on."""
+        primary = self.settings.store
+        with self._write:
+            self._generation += 1
+            target = primary.with_name(f"{primary.name}.served-{self._generation}")
+            with Store(primary, self.keys, read_only=True):  # no writer while we copy
+                stamp = self._primary_stamp()
+                _copy(primary, target)
+                wal = primary.with_name(primary.name + ".wal")
+                if wal.exists():
+                    _copy(wal, target.with_name(target.name + ".wal"))
+            store = Store(target, self.keys, read_only=True)
+            try:
+                tables = frozenset(store.table_names())
+                lock_down(store)
+            except BaseException:
+                store.close()
+                raise
+            snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables)
+            self._stamp = stamp
+        with self._swap:
+            old, self._current = self._current, snap
+            if old is not None:
+                old.retired = True
+                if old.users == 0:
+                    old.close()
+        log.info("snapshot %d published", snap.generation)
+        return snap
+
+    @contextmanager
+    def reading(self) -> Iterator[Snapshot]:
+        with self._swap:
+            snap = self._current
+            if snap is None:
+                raise StoreError("The store has no published snapshot yet.", hint="Retry shortly.")
+            snap.users += 1
+        try:
+            yield snap
+        finally:
+            with self._swap:
+                snap.users -= 1
+                if snap.retired and snap.users == 0:
+                    snap.close()
+
+    @contextmanager
+    def view(self) -> Iterator[tuple[Snapshot, Store]]:
+        with self.reading() as snap:
+            view = snap.store.cursor_view()
+            try:
+                yield snap, view
+            finally:
+                view.con.close()
+
+    # -- ops -------------------------------------------------------------------------
+
+    def op_kpis(self, _: dict[str, Any]) -> Any:
+        return {
+            "k": self.metrics.min_users,
+            "kpis": [
+                {"name": k.name, "description": k.description, "fact": k.fact.name,
+                 "dimensions": list(k.fact.dimensions),
+                 "integer": isinstance(k.measure, Count | CountDistinct)}
+                for k in self.metrics.kpis.values()
+            ],
+        }  # fmt: skip
+
+    def op_kpi(self, args: dict[str, Any]) -> Any:
+        name = _text(args, "name", 100)
+        if name not in self.metrics.kpis:
+            raise NotFound(f"No KPI named '{name}'.", hint="GET /api/kpis lists them.")
+        where = args.get("where") or []
+        if not isinstance(where, list) or len(where) > 4:
+            raise UsageError("where takes at most 4 DIM=VALUE items.")
+        query = parse_query(name, _text(args, "by", 200), _opt(args, "from"), _opt(args, "to"),
+                            _text(args, "grain", 10) or "day",
+                            [str(w)[:200] for w in where])  # fmt: skip
+        key = repr(query)
+        with self.reading() as snap:
+            if key in snap.cache:
+                snap.cache.move_to_end(key)
+                return snap.cache[key]
+            view = snap.store.cursor_view()
+            try:
+                result = run_kpi(view, self.metrics, default_range(view, self.metrics, query))
+            finally:
+                view.con.close()
+            answer = result_json(result, self.metrics, snap.generation)
+            snap.cache[key] = answer
+            if len(snap.cache) > 512:
+                snap.cache.popitem(last=False)
+            return answer
+
+    def op_sql(self, args: dict[str, Any]) -> Any:
+        sql = _text(args, "sql", 20_000)
+        timeout = min(float(args.get("timeout") or self.settings.sql_timeout), 60.0)
+        max_rows = min(int(args.get("max_rows") or self.settings.sql_max_rows), 100_000)
+        with self.view() as (snap, view):
+            check_statement(sql, set(snap.tables))
+            answer = run_statement(view.con, sql, max_rows=max_rows, timeout=timeout)
+        return {"columns": answer.columns, "rows": answer.rows, "truncated": answer.truncated,
+                "max_rows": max_rows, "generation": snap.generation}  # fmt: skip
+
+    def op_status(self, _: dict[str, Any]) -> Any:
+        with self.view() as (snap, view):
+            runs = view.rows(
+                "SELECT run_id, started_at, finished_at, status, message FROM _vigie.runs "
+                "ORDER BY run_id DESC LIMIT 10"
+            )
+            rollups = view.rows(
+                f"SELECT name, run_id, built_at FROM {ROLLUPS}.registry ORDER BY name"
+            ) if has_registry(view) else []  # fmt: skip
+        s = self.sync_state
+        return {
+            "snapshot": {"generation": snap.generation, "published_at": snap.published_at},
+            "runs": [dict(zip(("run_id", "started_at", "finished_at", "status", "message"), r,
+                              strict=True)) for r in runs],
+            "rollups": [{"name": n, "run_id": r, "built_at": b} for n, r, b in rollups],
+            "sync": {"scheduled": self.settings.every, "running": s.running,
+                     "last_started": s.last_started, "last_finished": s.last_finished,
+                     "last_error": s.last_error, "next_at": s.next_at, "runs": s.runs},
+        }  # fmt: skip
+
+    def op_verify(self, args: dict[str, Any]) -> Any:
+        policy = parse_policy(
+            _text(args, "policy_text", 1_000_000), Path(_text(args, "policy_name", 500))
+        )
+        with self._write:
+            found = verify_store(self.settings.store, policy, self.keys)
+        return [
+            {"check": f.check, "where": f.where, "problem": f.problem, "fix": f.fix} for f in found
+        ]
+
+    # -- the sync schedule -----------------------------------------------------------
+
+    def sync_once(self) -> None:
+        assert self.settings.sync is not None
+        s = self.sync_state
+        s.running, s.last_started = True, datetime.now(UTC)
+        try:
+            with self._write, SyncService(self.settings.sync, self.keys) as service:
+                report = service.run_once()
+            s.last_error = "; ".join(f.message for f in report.failed) or None
+        except VigieError as exc:
+            s.last_error = exc.message
+            log.warning("sync failed: %s", exc.message)
+        finally:
+            s.running, s.last_finished, s.runs = False, datetime.now(UTC), s.runs + 1
+        self.publish()
+
+    def _schedule(self) -> None:
+        every = self.settings.every
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                if self.settings.sync is not None and every:
+                    self.sync_once()
+                elif self._primary_stamp() != self._stamp:
+                    self.publish()  # someone else synced the store
+            except VigieError as exc:
+                log.warning("could not publish a snapshot: %s", exc.message)
+            wait = max(0.0, (every or self.settings.watch) - (time.monotonic() - started))
+            self.sync_state.next_at = datetime.now(UTC) + _seconds(wait) if every else None
+            self.stop_event.wait(wait)
+
+    # -- the socket ------------------------------------------------------------------
+
+    def handle(self, line: bytes) -> bytes:
+        try:
+            request = json.loads(line)
+            op = request.get("op") if isinstance(request, dict) else None
+            if op not in self.ops:
+                raise Forbidden(f"The data service has no op '{str(op)[:40]}'.")
+            args = request.get("args") or {}
+            if not isinstance(args, dict):
+                raise UsageError("args must be an object.")
+            return protocol.encode({"ok": True, "result": self.ops[op](args)})
+        except VigieError as exc:
+            return protocol.encode({"ok": False, "error": protocol.error_to_wire(exc)})
+        except ValueError:
+            return protocol.encode(
+                {"ok": False, "error": {"kind": "usage", "message": "Not JSON."}}
+            )
+        except Exception:  # never a traceback to the client; the operator's log has it
+            log.exception("internal error in the data service")
+            return protocol.encode({"ok": False, "error": {
+                "kind": "internal", "message": "The data service failed on this request.",
+                "hint": "The service's log has the details."}})  # fmt: skip
+
+    def start(self) -> None:
+        """Publish the first snapshot, listen on the socket, start the schedule."""
+        os.umask(0o077)
+        if self.settings.sync is not None and (
+            self.settings.every or not self.settings.store.exists()
+        ):
+            self.sync_once()
+        else:
+            self.publish()
+        if self.socket.exists():
+            if protocol.running(self.settings.store):
+                raise StoreError(f"A data service already runs for {self.settings.store}.",
+                                 hint="Stop the other `vigie serve` first.")  # fmt: skip
+            self.socket.unlink()
+        service = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                while line := self.rfile.readline(protocol.MAX_LINE):
+                    self.wfile.write(service.handle(line))
+                    self.wfile.flush()
+
+        socketserver.ThreadingUnixStreamServer.daemon_threads = True
+        self._server = socketserver.ThreadingUnixStreamServer(str(self.socket), Handler)
+        self.socket.chmod(0o600)
+        threading.Thread(
+            target=self._server.serve_forever, name="vigie-socket", daemon=True
+        ).start()
+        if self.settings.every:
+            self.stop_event.wait(self.settings.every)  # the first run is done
+        threading.Thread(target=self._schedule, name="vigie-schedule", daemon=True).start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.socket.unlink(missing_ok=True)
+        with self._write, self._swap:
+            if self._current is not None:
+                self._current.retired = True
+                if self._current.users == 0:
+                    self._current.close()
+                self._current = None
+
+
+def result_json(result: KpiResult, metrics: Metrics, generation: int) -> dict[str, Any]:
+    q = result.query
+    kpi = metrics.kpis[q.kpi]
+    return {
+        "kpi": q.kpi, "description": kpi.description, "k": result.k, "grain": q.grain,
+        "by": list(q.by), "where": [list(w) for w in q.where],
+        "from": q.start, "to": q.end, "until": result.until,
+        "integer": isinstance(kpi.measure, Count | CountDistinct),
+        "source": "rollup" if result.rollup else "tables", "generation": generation,
+        "cells": [
+            {"period": c.period.isoformat(sep=" ")[: 16 if q.grain == "hour" else 10],
+             "dims": [None if d is None else str(d) for d in c.dims] if not c.is_total else [],
+             "total": c.is_total, "value": c.shown, "suppressed": c.suppressed}
+            for c in result.cells
+        ],
+    }  # fmt: skip
+
+
+def _copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 16 << 20)
+        fout.flush()
+    tmp.replace(dst)
+
+
+def _text(args: dict[str, Any], name: str, limit: int) -> str:
+    value = args.get(name) or ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise UsageError(f"{name} must be text of at most {limit} characters.")
+    return value
+
+
+def _opt(args: dict[str, Any], name: str) -> str | None:
+    return _text(args, name, 40) or None
+
+
+def _seconds(s: float) -> timedelta:
+    return timedelta(seconds=s)

@@ -1,0 +1,97 @@
+"""The data service's socket protocol: one JSON object per line, each way.
+
+A request is ``{"op": NAME, "args": {...}}``; an answer ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"kind", "message", "hint"}}``. The ops are few and narrow
+(``OPS``): what a logged-in user could ask, never a key, a file or a raw table.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from vigie import errors
+from vigie.errors import Unavailable, UsageError, VigieError
+
+OPS = ("ping", "kpis", "kpi", "sql", "status", "verify")
+MAX_LINE = 1 << 20  # requests are small; an answer may be large
+_AF_UNIX_MAX = 107
+
+_BY_KIND: dict[str, type[VigieError]] = {
+    "usage": errors.UsageError,
+    "config": errors.StoreError,
+    "auth": errors.AuthError,
+    "forbidden": errors.Forbidden,
+    "refused": errors.Refused,
+    "not_found": errors.NotFound,
+    "unavailable": errors.Unavailable,
+    "conflict": errors.TargetNotEmpty,
+    "internal": errors.VigieError,
+}
+
+
+def socket_path(store: Path) -> Path:
+    """Where the data service of ``store`` listens (beside it, in its 0700 folder)."""
+    path = store.resolve().with_name(store.name + ".sock")
+    if len(str(path).encode()) > _AF_UNIX_MAX:
+        raise UsageError(
+            f"The service socket path {path} is over {_AF_UNIX_MAX} bytes (a Unix socket limit).",
+            hint="Put the store in a folder with a shorter path.",
+        )
+    return path
+
+
+def error_to_wire(exc: VigieError) -> dict[str, Any]:
+    return {"kind": exc.kind, "message": exc.message, "hint": exc.hint}
+
+
+def error_from_wire(body: dict[str, Any]) -> VigieError:
+    cls = _BY_KIND.get(str(body.get("kind")), VigieError)
+    exc = cls(str(body.get("message", "The data service failed.")), hint=body.get("hint"))
+    exc.kind = str(body.get("kind", "internal"))
+    return exc
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def answer_of(line: bytes) -> Any:
+    """The result of an answer line, or its error raised."""
+    body = json.loads(line)
+    if body.get("ok"):
+        return body.get("result")
+    raise error_from_wire(body.get("error") or {})
+
+
+def running(store: Path) -> bool:
+    """Whether a data service answers on ``store``'s socket."""
+    path = socket_path(store)
+    if not path.exists():
+        return False
+    try:
+        ask(path, "ping", timeout=2.0)
+    except Unavailable:
+        return False
+    return True
+
+
+def ask(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 300.0) -> Any:
+    """One request on a fresh connection (the CLI's client)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(encode({"op": op, "args": args or {}}))
+            with sock.makefile("rb") as fh:
+                line = fh.readline()
+    except OSError as exc:
+        raise Unavailable(
+            f"The data service at {path} did not answer ({exc.__class__.__name__}).",
+            hint="Is `vigie serve` running for this store?",
+        ) from None
+    if not line:
+        raise Unavailable(f"The data service at {path} closed the connection.")
+    return answer_of(line)

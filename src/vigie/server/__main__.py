@@ -1,0 +1,49 @@
+"""The web process: ``python -m vigie.server`` (started by ``vigie serve``, never by hand).
+
+It is given paths, never keys: the data socket, the access file, the audit log. It refuses
+to start if its environment holds vigie key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from vigie.server.app import WebSettings, create_app
+
+KEY_VARIABLES = ("VIGIE_KEYFILE", "VIGIE_PSEUDONYM_KEY", "VIGIE_STORE_KEY")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="vigie-web")
+    p.add_argument("--socket", type=Path, required=True)
+    p.add_argument("--access", type=Path, required=True)
+    p.add_argument("--audit-log", type=Path, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8321)
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
+    args = p.parse_args(argv)
+    if leaked := [v for v in KEY_VARIABLES if v in os.environ]:
+        sys.exit(f"vigie web process: refusing to start with {', '.join(leaked)} set.")
+    tls = args.tls_cert is not None
+    app = create_app(WebSettings(args.socket, args.access, args.audit_log, tls=tls))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The web process's side of the data socket: a small pool of persistent connections."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from vigie.errors import Unavailable
+from vigie.serve import protocol
+
+
+class DataLink:
+    def __init__(self, socket: Path, size: int = 8) -> None:
+        self.socket, self.size = socket, size
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    async def ask(self, op: str, args: dict[str, Any] | None = None, timeout: float = 120.0) -> Any:
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else None
+            try:
+                if conn is None:
+                    conn = await asyncio.open_unix_connection(str(self.socket), limit=256 << 20)
+                reader, writer = conn
+                writer.write(protocol.encode({"op": op, "args": args or {}}))
+                await writer.drain()
+                line = await asyncio.wait_for(reader.readline(), timeout)
+                if not line:
+                    raise ConnectionError("closed")
+            except (OSError, ConnectionError, TimeoutError):
+                if conn is not None:
+                    conn[1].close()
+                raise Unavailable(
+                    "The data service is not answering.", hint="Check that `vigie serve` runs."
+                ) from None
+            self._idle.append(conn)
+        return protocol.answer_of(line)
