@@ -119,9 +119,9 @@ class AuditLog:
                 self._fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
                 self._fh.flush()
                 _write_head(self.path, self._key, entry["seq"], entry["mac"])
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise AuditError(
-                    f"Cannot write the audit log {self.path}: {exc.strerror}.",
+                    f"Cannot write the audit log {self.path}: {_why(exc)}.",
                     hint="Free disk space or fix the log's permissions.",
                 ) from None
             self._seq, self._mac = entry["seq"], entry["mac"]
@@ -249,3 +249,7 @@ def _ranges(seqs: list[int]) -> str:
             out.append(str(start) if start == a else f"{start}-{a}")
             start = b if b is not None else start
     return ", ".join(out)
+
+
+def _why(exc: Exception) -> str:
+    return str(getattr(exc, "strerror", None) or exc)

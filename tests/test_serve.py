@@ -1,0 +1,480 @@
+"""`vigie serve`: every route authenticates, roles decide through one function, the SQL
+sandbox holds at the parser and at the engine, the audit chain catches tampering, and the
+web process holds no key. Against a real server on a synced store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import synced_fleet
+from serving import Served, make_keys, start_serve, stop_serve
+from vigie.access.decide import ROLE_ACTIONS, Action, Role
+from vigie.audit.log import AuditLog, verify
+from vigie.errors import AuditError, Refused, UsageError
+from vigie.kpi.engine import lock_down
+from vigie.serve.launch import check_bind
+from vigie.serve.sandbox import check_statement, run_statement
+from vigie.server.app import PUBLIC, WebSettings, create_app
+from vigie.stores.duckdb_store import Store
+
+KPI = "/api/kpis/connection_error_rate"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Served:
+    root = tmp_path_factory.mktemp("serve")
+    _, store, _ = synced_fleet(root, users=1500, days=3, seed=11, small_countries=12)
+    keys = make_keys(store)
+    s = start_serve(store, root / "keys")
+    s.keys, s.root = keys, root
+    yield s
+    stop_serve(s)
+
+
+def app_routes(tmp_path: Path) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves, read from the app itself."""
+    app = create_app(WebSettings(tmp_path / "x.sock", tmp_path / "a.json", tmp_path / "a.log"))
+    out = []
+    for route in app.routes:
+        for method in sorted(getattr(route, "methods", None) or []):
+            if method != "HEAD":
+                out.append((method, route.path))
+    app.state.audit.close()
+    return out
+
+
+def concrete(path: str) -> str:
+    return path.replace("{name}", "connection_error_rate")
+
+
+def test_every_route_but_the_public_ones_requires_a_key(served, tmp_path):
+    routes = app_routes(tmp_path)
+    assert {p for _, p in routes} >= {
+        "/api/kpis",
+        KPI.replace("connection_error_rate", "{name}"),
+        "/api/sql",
+        "/api/audit",
+        "/api/status",
+        "/openapi.json",
+        "/",
+    }
+    assert {"/healthz", "/login", "/static/{name}", "/api/session"} == PUBLIC
+    with served.client() as c:
+        for method, path in routes:
+            if path in PUBLIC:
+                continue
+            res = c.request(method, concrete(path), json={} if method == "POST" else None)
+            assert res.status_code == 401, (method, path, res.status_code)
+            if path.startswith("/api") or path == "/openapi.json":
+                assert res.json()["error"]["kind"] == "auth"
+
+
+def test_wrong_role_gets_403_on_every_route_it_may_not_use(served, tmp_path):
+    needs = {
+        "/api/kpis": Action.READ_KPIS,
+        "/api/kpis/{name}": Action.READ_KPIS,
+        "/api/sql": Action.RUN_SQL,
+        "/api/audit": Action.READ_AUDIT,
+    }
+    for role in Role:
+        with served.client(str(role)) as c:
+            for method, path in app_routes(tmp_path):
+                if path not in needs:
+                    continue
+                body = {"sql": "SELECT 1 AS one FROM devices LIMIT 1"} if method == "POST" else None
+                res = c.request(method, concrete(path), json=body)
+                if needs[path] in ROLE_ACTIONS[role]:
+                    assert res.status_code == 200, (role, path, res.text)
+                else:
+                    assert res.status_code == 403, (role, path, res.status_code)
+                    assert res.json()["error"]["kind"] == "forbidden"
+
+
+@pytest.mark.parametrize("which", ["revoked", "expired", "vk_000000000000_" + "A" * 43, "nonsense"])
+def test_revoked_expired_and_unknown_keys_are_refused(served, which):
+    key = served.keys.get(which, which)
+    res = httpx.get(served.url + "/api/kpis", headers={"authorization": f"Bearer {key}"})
+    assert res.status_code == 401
+    assert key not in res.text
+
+
+def test_revocation_takes_effect_at_the_next_request(served):
+    from vigie.access.keys import AccessFile, parse_duration
+
+    access = AccessFile(served.store.parent / "access.json")
+    key = access.create("temp", Role.ANALYST, parse_duration("1d"))
+    headers = {"authorization": f"Bearer {key}"}
+    assert httpx.get(served.url + "/api/kpis", headers=headers).status_code == 200
+    access.revoke("temp")
+    assert httpx.get(served.url + "/api/kpis", headers=headers).status_code == 401
+
+
+FORBIDDEN_SQL = [
+    ("SELECT * FROM read_csv('/etc/passwd')", "not a table of the replica"),
+    ("SELECT * FROM '/etc/passwd'", "not a table of the replica"),
+    ("SELECT * FROM read_text('/etc/hostname')", "not a table of the replica"),
+    ("SELECT read_blob('/etc/hostname')", "not allowed"),
+    ("SELECT getenv('HOME')", "not allowed"),
+    ("SELECT current_setting('threads')", "not allowed"),
+    ("ATTACH '/tmp/x.db' AS x", "Only SELECT"),
+    ("INSTALL httpfs", "Only SELECT"),
+    ("LOAD httpfs", "Only SELECT"),
+    ("SET enable_external_access = true", "Only SELECT"),
+    ("PRAGMA database_list", "Only SELECT"),
+    ("COPY users TO '/tmp/users.csv'", "Only SELECT"),
+    ("CREATE TABLE x AS SELECT 1", "Only SELECT"),
+    ("DELETE FROM users", "Only SELECT"),
+    ("SELECT 1; DROP TABLE users", "2 statements"),
+    ("SELECT * FROM _vigie.runs", "not a table of the replica"),
+    ("SELECT * FROM _vigie_kpi.registry", "not a table of the replica"),
+    ("SELECT * FROM duckdb_settings()", "not a table of the replica"),
+    ("SELECT * FROM other.main.users", "Catalog"),
+    ("WITH t AS (SELECT * FROM read_parquet('s3://b/x')) SELECT * FROM t", "not a table"),
+    ("SELECT * FROM users WHERE id IN (SELECT * FROM glob('/etc/*'))", "not a table"),
+]
+
+
+@pytest.mark.parametrize(("sql", "why"), FORBIDDEN_SQL)
+def test_sql_outside_the_sandbox_is_refused_with_a_reason(served, sql, why):
+    with served.client("engineer") as c:
+        res = c.post("/api/sql", json={"sql": sql})
+    assert res.status_code == 422, res.text
+    assert why in res.json()["error"]["message"]
+
+
+def test_sql_over_the_replica_answers_with_a_row_cap(served):
+    with served.client("engineer") as c:
+        res = c.post("/api/sql", json={"sql": "SELECT id FROM devices ORDER BY id", "max_rows": 5})
+    body = res.json()
+    assert res.status_code == 200 and body["columns"] == ["id"]
+    assert len(body["rows"]) == 5 and body["truncated"] is True
+
+
+def test_a_statement_smuggled_past_the_parser_still_fails_at_the_engine(served, tmp_path):
+    """The data process's query connection is locked down: even with the parser bypassed,
+    no file, attach, extension or setting."""
+    from vigie.keys import load_keys
+
+    copy = tmp_path / "s" / "vigie.duckdb"
+    copy.parent.mkdir(mode=0o700)
+    shutil.copy(
+        served.store.with_name(served.store.name + ".served-1")
+        if served.store.with_name(served.store.name + ".served-1").exists()
+        else served.store,
+        copy,
+    )
+    copy.chmod(0o600)
+    with Store(copy, load_keys(served.keyfile), read_only=True) as store:
+        lock_down(store)
+        view = store.cursor_view()
+        for sql in (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM '/etc/passwd'",
+            f"ATTACH '{tmp_path}/evil.db' AS evil",
+            "INSTALL httpfs",
+            "LOAD postgres",
+            "SET enable_external_access = true",
+            "SET lock_configuration = false",
+            f"COPY (SELECT 1) TO '{tmp_path}/out.csv'",
+        ):
+            with pytest.raises(Refused, match="engine refused"):
+                run_statement(view.con, sql, max_rows=10, timeout=5)
+        assert not (tmp_path / "out.csv").exists() and not (tmp_path / "evil.db").exists()
+
+
+def test_a_slow_statement_is_stopped_at_its_time_limit(served):
+    from vigie.keys import load_keys
+
+    with Store(
+        served.store.with_name(served.store.name + ".served-1"),
+        load_keys(served.keyfile),
+        read_only=True,
+    ) as store:
+        lock_down(store)
+        view = store.cursor_view()
+        slow = "SELECT count(*) FROM connection_events a, connection_events b, connection_events c"
+        check_statement(slow, set(store.table_names()))
+        with pytest.raises(Refused, match="time limit"):
+            run_statement(view.con, slow, max_rows=10, timeout=0.5)
+
+
+INJECTIONS = [
+    "firmware; DROP TABLE users",
+    "firmware' OR '1'='1",
+    "country) --",
+    'x"; SELECT 1',
+    "' UNION SELECT password_hash FROM users --",
+    "../../etc/passwd",
+    "%00",
+    "\u202e",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_in_every_query_parameter_is_a_clean_4xx(served, payload):
+    with served.client("analyst") as c:
+        for params in (
+            {"by": payload},
+            {"where": f"country={payload}"},
+            {"where": payload},
+            {"from": payload},
+            {"to": payload},
+            {"grain": payload},
+            {"format": payload},
+        ):
+            res = c.get(KPI, params=params)
+            assert res.status_code in (200, 400, 404, 422), (params, res.status_code, res.text)
+            assert "Traceback" not in res.text and "password_hash" not in res.text.replace(
+                payload, ""
+            )
+        res = c.get(f"/api/kpis/{payload}")
+        assert res.status_code in (404, 400), res.text
+        assert c.get(KPI, params={"by": "firmware"}).status_code == 200  # still there
+
+
+def test_csv_export_equals_json(served):
+    with served.client("analyst") as c:
+        body = c.get(KPI, params={"by": "country"}).json()
+        text = c.get(KPI, params={"by": "country", "format": "csv"}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(body["cells"]) > 0
+    assert any(cell["suppressed"] for cell in body["cells"])  # the tiny countries
+    for row, cell in zip(rows, body["cells"], strict=True):
+        assert row["period"] == cell["period"]
+        assert row["country"] == ("(all)" if cell["total"] else cell["dims"][0])
+        assert row["suppressed"] == str(cell["suppressed"]).lower()
+        assert (row["connection_error_rate"] == "") == (cell["value"] is None)
+        if cell["value"] is not None:
+            assert float(row["connection_error_rate"]) == pytest.approx(cell["value"])
+
+
+def test_the_api_answers_what_the_cli_answers(served):
+    """The same compiler and pattern: the CLI, which asks the running service, and the API."""
+    import subprocess
+    import sys
+
+    with served.client("analyst") as c:
+        api = c.get(KPI, params={"by": "firmware"}).json()
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vigie.cli.app import main; main()",
+            "kpi",
+            "show",
+            "connection_error_rate",
+            "--by",
+            "firmware",
+            "--store",
+            str(served.store),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0, cli.stderr
+    cells = json.loads(cli.stdout)["cells"]
+    assert [(c["period"], c["suppressed"]) for c in cells] == [
+        (c["period"], c["suppressed"]) for c in api["cells"]
+    ]
+
+
+def test_the_web_process_holds_no_key(served):
+    pid = served.web_pid()
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not [
+        v for v in env if v.startswith((b"VIGIE_KEYFILE", b"VIGIE_PSEUDONYM", b"VIGIE_STORE"))
+    ]
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert str(served.keyfile).encode() not in cmdline
+    opened = {str(p.resolve()) for p in Path(f"/proc/{pid}/fd").iterdir() if p.exists()}
+    assert str(served.keyfile.resolve()) not in opened
+    assert not any(o.endswith((".duckdb", ".wal")) or ".served-" in o for o in opened)
+    secret = json.loads(served.keyfile.read_text())
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert str(served.keyfile) not in maps
+    # and the keys' material is nowhere in what the web process was given
+    assert secret["store_key"].encode() not in cmdline and secret[
+        "pseudonym_key"
+    ].encode() not in b"".join(env)
+
+
+def test_login_cookie_is_httponly_strict_and_origin_checked(served):
+    key = served.keys["analyst"]
+    with httpx.Client(base_url=served.url) as c:
+        bad = c.post("/api/session", json={"key": key}, headers={"origin": "https://evil.example"})
+        assert bad.status_code == 403
+        ok = c.post("/api/session", json={"key": key}, headers={"origin": served.url})
+        assert ok.status_code == 200
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert c.get("/api/kpis").status_code == 200  # the cookie
+        assert c.post("/api/logout", headers={"origin": "https://evil.example"}).status_code == 403
+        assert c.post("/api/logout", headers={"origin": served.url}).status_code == 200
+        assert c.get("/api/kpis").status_code == 401
+    page = httpx.get(served.url + "/")
+    assert page.status_code == 401 and "url=/login" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def in_process(app, calls):
+    """Run (method, path, headers) calls against the app in this process, in order."""
+    import asyncio
+
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return [await c.request(m, p, headers=h) for m, p, h in calls]
+
+    return asyncio.run(go())
+
+
+def test_failed_authentication_is_rate_limited_per_address(tmp_path):
+    app = create_app(WebSettings(tmp_path / "x.sock", tmp_path / "a.json", tmp_path / "a.log"))
+    bad = ("GET", "/api/kpis", {"authorization": "Bearer nope"})
+    codes = [r.status_code for r in in_process(app, [bad] * 12)]
+    app.state.audit.close()
+    assert codes[:10] == [401] * 10 and codes[10:] == [429, 429]
+
+
+def test_openapi_is_for_authenticated_callers(served):
+    assert httpx.get(served.url + "/openapi.json").status_code == 401
+    with served.client("analyst") as c:
+        schema = c.get("/openapi.json").json()
+    assert "/api/kpis/{name}" in schema["paths"] and "/api/sql" in schema["paths"]
+
+
+def test_audit_records_each_request_without_any_key(served):
+    with served.client("analyst") as c:
+        c.get(KPI, params={"by": "firmware"})
+    httpx.get(served.url + "/api/kpis", headers={"authorization": "Bearer wrong"})
+    text = served.audit_log.read_text()
+    entries = [json.loads(line) for line in text.splitlines()]
+    ok = [e for e in entries if e["route"] == "/api/kpis/{name}" and e["status"] == 200]
+    assert ok and ok[-1]["actor"] == "analyst-1" and ok[-1]["rows"] > 0
+    assert ok[-1]["params"]["by"] == ["firmware"] and ok[-1]["client"] == "127.0.0.1"
+    assert any(e["status"] == 401 and e["actor"] is None for e in entries)
+    for key in served.keys.values():
+        assert key not in text and key.split("_")[2] not in text
+    secret = json.loads(served.keyfile.read_text())
+    assert secret["store_key"] not in text
+    assert verify(served.audit_log) == []
+    with served.client("responder") as c:
+        assert c.get("/api/audit", params={"limit": 5}).json()["entries"][-1]["seq"] > 1
+
+
+def test_an_audit_write_failure_blocks_the_request(tmp_path):
+    from vigie.access.keys import AccessFile, parse_duration
+
+    key = AccessFile(tmp_path / "a.json").create("ana", Role.ANALYST, parse_duration("1d"))
+    app = create_app(WebSettings(tmp_path / "x.sock", tmp_path / "a.json", tmp_path / "a.log"))
+    call = ("GET", "/api/whoami", {"authorization": f"Bearer {key}"})
+    assert in_process(app, [call])[0].status_code == 200
+    app.state.audit._fh.close()  # the disk is gone
+    (res,) = in_process(app, [call])
+    assert res.status_code == 503 and "ana" not in res.text
+    assert "audit log" in res.json()["error"]["message"]
+
+
+def _chain(tmp_path: Path, n: int = 8) -> Path:
+    log = tmp_path / "audit" / "audit.log"
+    audit = AuditLog(log)
+    for i in range(n):
+        audit.append(actor="ana", route="/api/kpis", status=200, rows=i)
+    audit.close()
+    return log
+
+
+def _rewrite(log: Path, edit) -> None:
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(edit(lines)))
+
+
+@pytest.mark.parametrize(("kind", "edit"), [
+    ("modified", lambda ls: [*ls[:3], ls[3].replace('"rows": 3', '"rows": 300'), *ls[4:]]),
+    ("deleted", lambda ls: ls[:3] + ls[4:]),
+    ("inserted", lambda ls: [*ls[:5], ls[2], *ls[5:]]),
+    ("reordered", lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]),
+    ("cut", lambda ls: ls[:-2]),
+])  # fmt: skip
+def test_audit_verify_finds_each_kind_of_tampering(tmp_path, kind, edit):
+    log = _chain(tmp_path)
+    assert verify(log) == []
+    _rewrite(log, edit)
+    problems = verify(log)
+    assert kind in {p.kind for p in problems}, problems
+
+
+def test_audit_verify_cli_fails_on_a_tampered_log(tmp_path):
+    import subprocess
+    import sys
+
+    log = _chain(tmp_path)
+
+    def run():
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from vigie.cli.app import main; main()",
+                "audit",
+                "verify",
+                "--log",
+                str(log),
+            ],
+            capture_output=True,
+            text=True,
+        )
+
+    assert run().returncode == 0
+    _rewrite(log, lambda ls: ls[:3] + ls[4:])
+    res = run()
+    assert (
+        res.returncode == 10 and "deleted" in res.stdout and "entries 4 are missing" in res.stdout
+    )
+    with pytest.raises(AuditError, match="does not verify"):
+        AuditLog(log)  # nothing is appended to a broken chain
+
+
+def test_serving_off_loopback_needs_tls(tmp_path):
+    with pytest.raises(UsageError, match="without TLS"):
+        check_bind("0.0.0.0", None, None)
+    with pytest.raises(UsageError, match="go together"):
+        check_bind("127.0.0.1", tmp_path / "c.pem", None)
+    check_bind("127.0.0.1", None, None)
+    check_bind("::1", None, None)
+
+
+def test_store_verify_and_kpi_show_ask_the_running_service(served):
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLE_POLICY
+
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vigie.cli.app import main; main()",
+            "store",
+            "verify",
+            "--store",
+            str(served.store),
+            "--policy",
+            str(EXAMPLE_POLICY),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"conforms", res.stdout)
