@@ -8,6 +8,16 @@ my_up() { mariadb-admin -h 127.0.0.1 -P 3306 -u root ping >/dev/null 2>&1 || mys
 wait_for() { for _ in $(seq 1 60); do "$1" && return 0; sleep 0.5; done; return 1; }
 
 missing=0
+# The dashboard test drives Debian's Chromium (headless) through Playwright.
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "services: installing Debian's chromium for the dashboard test"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || { echo "services: apt-get install chromium failed"; missing=1; }
+  else
+    echo "services: /usr/bin/chromium is missing: install Debian's chromium (apt-get install chromium)."
+    missing=1
+  fi
+fi
 if ! pg_up; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     echo "services: starting PostgreSQL"

@@ -17,10 +17,20 @@ function formatValue(v, integer) {
   return Math.abs(v) < 1 ? v.toFixed(4) : v.toLocaleString("en-US", { maximumFractionDigits: 1 });
 }
 
+function niceTop(v, integer) {
+  // a round upper bound so that the four grid steps are round numbers (integers for counts)
+  const step = Math.pow(10, Math.floor(Math.log10(v / 4)));
+  for (const m of [1, 2, 2.5, 5, 10]) {
+    const top = 4 * m * step;
+    if (top >= v && (!integer || Number.isInteger(m * step))) return top;
+  }
+  return integer ? 4 * Math.ceil(v / 4) : v;
+}
+
 function seriesOf(answer) {
   const series = new Map();
   for (const cell of answer.cells) {
-    const name = cell.total ? "(all)" : (cell.dims[0] === null ? "(none)" : cell.dims[0]);
+    const name = cell.total || !cell.dims.length ? "(all)" : (cell.dims[0] === null ? "(none)" : cell.dims[0]);
     if (!series.has(name)) series.set(name, []);
     series.get(name).push(cell);
   }
@@ -35,7 +45,7 @@ function drawChart(box, answer, legend) {
   const periods = [...new Set(answer.cells.map((c) => c.period))].sort();
   const shown = answer.cells.filter((c) => c.value !== null).map((c) => c.value);
   const max = shown.length ? Math.max(...shown) : 1;
-  const top = max > 0 ? max * 1.1 : 1;
+  const top = niceTop(max > 0 ? max * 1.05 : 1, answer.integer);
   const x = (p) => L + (periods.length > 1 ? (periods.indexOf(p) * (W - L - R)) / (periods.length - 1) : (W - L - R) / 2);
   const y = (v) => T + (H - T - B) * (1 - v / top);
   for (let i = 0; i <= 4; i++) {
@@ -46,17 +56,21 @@ function drawChart(box, answer, legend) {
   svg.append(el("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   const every = Math.max(1, Math.ceil(periods.length / 8));
   periods.forEach((p, i) => {
-    if (i % every === 0) svg.append(el("text", { x: x(p), y: H - B + 16, "text-anchor": "middle", class: "tick" }, p));
+    const anchor = i === 0 ? "start" : (i === periods.length - 1 ? "end" : "middle");
+    if (i % every === 0 || i === periods.length - 1) svg.append(el("text", { x: x(p), y: H - B + 16, "text-anchor": anchor, class: "tick" }, p));
   });
   let n = 0;
   for (const [name, cells] of seriesOf(answer)) {
     const color = COLORS[n++ % COLORS.length];
-    let path = "";
+    const segments = [];
+    let run = [];
     for (const cell of cells) {
-      if (cell.value === null) { path += " "; continue; }
-      path += `${/(^|\s)$/.test(path) ? "M" : "L"}${x(cell.period).toFixed(1)},${y(cell.value).toFixed(1)} `;
+      if (cell.value === null) { if (run.length) segments.push(run); run = []; continue; }
+      run.push(`${x(cell.period).toFixed(1)},${y(cell.value).toFixed(1)}`);
     }
-    svg.append(el("path", { class: "line", d: path.replace(/\s+/g, " ").trim(), stroke: color }));
+    if (run.length) segments.push(run);
+    const path = segments.map((s) => "M" + s.join(" L")).join(" ");
+    if (path) svg.append(el("path", { class: "line", d: path, stroke: color }));
     for (const cell of cells) {
       if (cell.value === null) {
         const mark = el("text", { class: "suppressed", x: x(cell.period), y: T - 6, "text-anchor": "middle",
