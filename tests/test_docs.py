@@ -15,6 +15,7 @@ COMMANDS = [
     ["fleet", "generate"], ["fleet", "tick"], ["fleet", "show"], ["fleet", "checksum"],
     ["policy", "check"], ["policy", "suggest"], ["keys", "init"], ["sync"], ["demo"],
     ["kpi", "list"], ["kpi", "show"], ["kpi", "chart"], ["kpi", "refresh"], ["store", "verify"],
+    ["serve"], ["access", "create"], ["access", "list"], ["access", "revoke"], ["audit", "verify"],
 ]  # fmt: skip
 
 

@@ -30,8 +30,13 @@ def demo(
     users: Annotated[int, typer.Option(help="Users in the demo fleet.")] = 10_000,
     days: Annotated[int, typer.Option(help="Days of traffic in the demo fleet.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    serve: Annotated[
+        bool, typer.Option(help="End by serving the dashboard (Ctrl-C stops).")
+    ] = True,
+    port: Annotated[int, typer.Option(help="Port of the dashboard.")] = 8321,
 ) -> None:
-    """Generate a demo fleet into SQLite, sync it into an encrypted store, show two KPIs."""
+    """Generate a demo fleet into SQLite, sync it into an encrypted store, show two KPIs,
+    then serve the dashboard with a fresh analyst key."""
     dsn = parse_dsn(f"sqlite:///{workdir / 'production.db'}")
     console.rule("[bold]1. Production: a synthetic camera fleet in SQLite")
     with generate_progress() as (on_estimate, on_rows):
@@ -69,3 +74,24 @@ def demo(
     chart = write_chart(errors, metrics.kpis["connection_error_rate"].description,
                         workdir / "charts" / "connection_error_rate_by_firmware.png")  # fmt: skip
     console.print(f"Chart: {chart}")
+    if serve:
+        _serve(store, keyfile, port)
+
+
+def _serve(store: Path, keyfile: Path, port: int) -> None:
+    from datetime import UTC, datetime
+
+    from vigie.access.decide import Role
+    from vigie.access.keys import AccessFile, parse_duration
+    from vigie.cli.serve import default_access
+    from vigie.cli.serve import serve as serve_store
+
+    console.rule(
+        "[bold]4. The dashboard (API keys, roles, audit log; the web process holds no key)"
+    )
+    name = f"demo-analyst-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    key = AccessFile(default_access(store)).create(name, Role.ANALYST, parse_duration("1d"))
+    console.print(f"Analyst key [bold]{name}[/] (valid 1 day, shown once; paste it at the login):")
+    typer.echo(key)
+    console.print(f"Open [bold]http://127.0.0.1:{port}/[/] (Ctrl-C stops the server).")
+    serve_store(store=store, keyfile=keyfile, port=port)
