@@ -365,7 +365,7 @@ def test_audit_records_each_request_without_any_key(served):
     assert ok[-1]["params"]["by"] == ["firmware"] and ok[-1]["client"] == "127.0.0.1"
     assert any(e["status"] == 401 and e["actor"] is None for e in entries)
     for key in served.keys.values():
-        assert key not in text and key.split("_")[2] not in text
+        assert key not in text and key.split("_", 2)[2] not in text
     secret = json.loads(served.keyfile.read_text())
     assert secret["store_key"] not in text
     assert verify(served.audit_log) == []

@@ -69,7 +69,7 @@ class Gate:
             raise
         sid = secrets.token_urlsafe(32)
         now = time.monotonic()
-        key_id = key.split("_")[1]
+        key_id = key.split("_", 2)[1]
         self.sessions[sid] = Session(actor.name, key_id, now, now)
         return sid, actor
 
