@@ -158,52 +158,63 @@ def test_sql_over_the_replica_answers_with_a_row_cap(served):
     assert len(body["rows"]) == 5 and body["truncated"] is True
 
 
-def test_a_statement_smuggled_past_the_parser_still_fails_at_the_engine(served, tmp_path):
-    """The data process's query connection is locked down: even with the parser bypassed,
-    no file, attach, extension or setting."""
+@pytest.fixture
+def locked_store(served, tmp_path):
+    """A copy of the served store opened as the data process opens its snapshots."""
     from vigie.keys import load_keys
 
     copy = tmp_path / "s" / "vigie.duckdb"
     copy.parent.mkdir(mode=0o700)
-    shutil.copy(
-        served.store.with_name(served.store.name + ".served-1")
-        if served.store.with_name(served.store.name + ".served-1").exists()
-        else served.store,
-        copy,
-    )
+    shutil.copy(served.store, copy)
     copy.chmod(0o600)
     with Store(copy, load_keys(served.keyfile), read_only=True) as store:
         lock_down(store)
-        view = store.cursor_view()
-        for sql in (
-            "SELECT * FROM read_csv('/etc/passwd')",
-            "SELECT * FROM '/etc/passwd'",
-            f"ATTACH '{tmp_path}/evil.db' AS evil",
-            "INSTALL httpfs",
-            "LOAD postgres",
-            "SET enable_external_access = true",
-            "SET lock_configuration = false",
-            f"COPY (SELECT 1) TO '{tmp_path}/out.csv'",
-        ):
-            with pytest.raises(Refused, match="engine refused"):
-                run_statement(view.con, sql, max_rows=10, timeout=5)
-        assert not (tmp_path / "out.csv").exists() and not (tmp_path / "evil.db").exists()
+        yield store
 
 
-def test_a_slow_statement_is_stopped_at_its_time_limit(served):
-    from vigie.keys import load_keys
+def test_a_statement_smuggled_past_the_parser_still_fails_at_the_engine(locked_store, tmp_path):
+    """The data process's query connection is locked down: even with the parser bypassed,
+    no file, attach, extension or setting."""
+    view = locked_store.cursor_view()
+    for sql in (
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+        f"ATTACH '{tmp_path}/evil.db' AS evil",
+        "INSTALL httpfs",
+        "LOAD postgres",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+        f"COPY (SELECT 1) TO '{tmp_path}/out.csv'",
+    ):
+        with pytest.raises(Refused, match="engine refused"):
+            run_statement(view.con, sql, max_rows=10, timeout=5)
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "evil.db").exists()
 
-    with Store(
-        served.store.with_name(served.store.name + ".served-1"),
-        load_keys(served.keyfile),
-        read_only=True,
-    ) as store:
-        lock_down(store)
-        view = store.cursor_view()
-        slow = "SELECT count(*) FROM connection_events a, connection_events b, connection_events c"
-        check_statement(slow, set(store.table_names()))
-        with pytest.raises(Refused, match="time limit"):
-            run_statement(view.con, slow, max_rows=10, timeout=0.5)
+
+def test_a_slow_statement_is_stopped_at_its_time_limit(locked_store):
+    view = locked_store.cursor_view()
+    slow = "SELECT count(*) FROM connection_events a, connection_events b, connection_events c"
+    check_statement(slow, set(locked_store.table_names()))
+    with pytest.raises(Refused, match="time limit"):
+        run_statement(view.con, slow, max_rows=10, timeout=0.5)
+
+
+def test_the_data_socket_checks_what_the_web_process_sends(served):
+    """A compromised web process talking to the socket directly gets what a user could
+    ask and nothing more: the parser runs in the data process, ops are few."""
+    from vigie.errors import Forbidden
+    from vigie.serve.protocol import ask, socket_path
+
+    sock = socket_path(served.store)
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(Refused, match="not a table of the replica"):
+        ask(sock, "sql", {"sql": "SELECT * FROM read_csv('/etc/passwd')"})
+    with pytest.raises(Refused, match="not a table of the replica"):
+        ask(sock, "sql", {"sql": "SELECT * FROM _vigie.runs"})
+    with pytest.raises(Forbidden, match="no op"):
+        ask(sock, "keys", {})
+    with pytest.raises(UsageError, match="max_rows"):
+        ask(sock, "sql", {"sql": "SELECT 1 FROM devices", "max_rows": 10**9})
 
 
 INJECTIONS = [
@@ -357,6 +368,9 @@ def test_openapi_is_for_authenticated_callers(served):
 def test_audit_records_each_request_without_any_key(served):
     with served.client("analyst") as c:
         c.get(KPI, params={"by": "firmware"})
+        c.get(KPI, params={"by": "firmware", "key": served.keys["analyst"]})  # a hurried paste
+    with served.client("engineer") as c:
+        c.post("/api/sql", json={"sql": f"SELECT 1 FROM devices -- {served.keys['engineer']}"})
     httpx.get(served.url + "/api/kpis", headers={"authorization": "Bearer wrong"})
     text = served.audit_log.read_text()
     entries = [json.loads(line) for line in text.splitlines()]
@@ -572,3 +586,42 @@ def test_schemathesis_finds_no_server_error(served):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     m = re.search(r"(\d+) generated, (\d+) passed", res.stdout)
     assert m and m[1] == m[2] and int(m[1]) > 100, res.stdout[-2000:]
+
+
+def test_stale_snapshots_of_a_killed_server_are_deleted_before_serving(tmp_path):
+    """A copy left by a server killed with SIGKILL may hold what a tightened policy has
+    since removed from the store: it does not survive the next start."""
+    from vigie.serve.data import remove_stale_snapshots
+
+    store = tmp_path / "vigie.duckdb"
+    left = [tmp_path / "vigie.duckdb.served-7", tmp_path / "vigie.duckdb.served-7.wal",
+            tmp_path / "vigie.duckdb.served-8.partial"]  # fmt: skip
+    for path in [store, *left]:
+        path.write_bytes(b"x")
+    (tmp_path / "vigie.duckdb.served-7.tmp").mkdir()
+    (tmp_path / "other.duckdb.served-1").write_bytes(b"x")
+    remove_stale_snapshots(store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.duckdb.served-1", "vigie.duckdb"]
+
+
+def test_a_long_schedule_serves_at_once_and_says_when_it_syncs_next(tmp_path):
+    """With --every 1h the first sync runs at start, the server answers right after it
+    (not an hour later), and status gives the next run."""
+    from datetime import UTC, datetime
+
+    from conftest import EXAMPLE_POLICY
+
+    dsn, store, _ = synced_fleet(tmp_path, users=300, days=1, seed=2)
+    keys = make_keys(store)
+    s = start_serve(store, tmp_path / "keys", "--sync-from", str(dsn), "--policy",
+                    str(EXAMPLE_POLICY), "--every", "1h")  # fmt: skip
+    s.keys = keys
+    try:
+        with s.client("analyst") as c:
+            status = c.get("/api/status").json()
+    finally:
+        stop_serve(s)
+    assert status["sync"]["runs"] == 1 and status["sync"]["last_error"] is None
+    next_at = datetime.fromisoformat(status["sync"]["next_at"])
+    assert 3500 < (next_at - datetime.now(UTC)).total_seconds() <= 3600
+    assert not list(store.parent.glob("*.served-*"))  # removed at stop

@@ -17,7 +17,7 @@ import re
 import secrets
 import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -117,9 +117,7 @@ class AccessFile:
         if entry is None:
             raise NotFound(f"No key named '{name}' in {self.path}.", hint="See vigie access list.")
         if entry.revoked_at is None:
-            entry = Entry(
-                **{**entry.__dict__, "revoked_at": datetime.now(UTC).replace(microsecond=0)}
-            )
+            entry = replace(entry, revoked_at=datetime.now(UTC).replace(microsecond=0))
             self._entries[name] = entry
             self._write()
         return entry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from vigie.access.decide import Role
 from vigie.access.keys import AccessFile, parse_duration
 from vigie.cli.render import console
-from vigie.errors import AuditError, UsageError
+from vigie.errors import AuditError, Unavailable, UsageError
 
 access_app = typer.Typer(help="API keys and roles for `vigie serve` (hashed, expiring).")
 audit_app = typer.Typer(help="The audit log of `vigie serve`.")
@@ -98,19 +99,22 @@ def serve(
         web.terminate()
         try:
             web.wait(10)
-        except Exception:
+        except subprocess.TimeoutExpired:
             web.kill()
         if service is not None:
             service.stop()
 
 
-def _wait_for_signal(web: object) -> None:
+def _wait_for_signal(web: subprocess.Popen[bytes]) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
-        if web.poll() is not None:  # type: ignore[attr-defined]
-            raise UsageError(f"The web process stopped (status {web.returncode}).")  # type: ignore[attr-defined]
+        if web.poll() is not None:
+            raise Unavailable(
+                f"The web process stopped (status {web.returncode}).",
+                hint="Its message is above; vigie serve stops with it.",
+            )
 
 
 @access_app.command("create")

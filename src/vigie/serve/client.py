@@ -33,8 +33,8 @@ def result_from_json(answer: dict[str, Any], metrics: Metrics) -> KpiResult:
              c["total"], c["value"], 0, c["suppressed"])
         for c in answer["cells"]
     ]  # fmt: skip
-    return KpiResult(query, cells, answer["k"], "served" if answer["source"] == "rollup" else None,
-                     0.0, _time(answer["until"]))  # fmt: skip
+    return KpiResult(query, cells, answer["k"], answer["rollup"], answer["seconds"],
+                     _time(answer["until"]))  # fmt: skip
 
 
 def _time(value: str | None) -> datetime | None:

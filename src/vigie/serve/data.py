@@ -12,6 +12,7 @@ pre-sync or the post-sync state, never a mix. The snapshot is encrypted with the
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from vigie.errors import Forbidden, NotFound, StoreError, UsageError, VigieError
+from vigie.errors import Forbidden, NotFound, StoreError, Unavailable, UsageError, VigieError
 from vigie.keys import Keys
 from vigie.kpi.engine import ROLLUPS, KpiResult, default_range, has_registry, lock_down, run_kpi
 from vigie.kpi.load import load_metrics
@@ -66,12 +67,11 @@ class Snapshot:
     users: int = 0
     retired: bool = False
     cache: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
         self.store.close()
-        for p in (self.path, self.path.with_name(self.path.name + ".wal")):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(self.store.spill_path, ignore_errors=True)
+        _remove_snapshot_files(self.path)
 
 
 @dataclass
@@ -132,12 +132,17 @@ class DataService:
                 wal = primary.with_name(primary.name + ".wal")
                 if wal.exists():
                     _copy(wal, target.with_name(target.name + ".wal"))
-            store = Store(target, self.keys, read_only=True)
+            try:
+                store = Store(target, self.keys, read_only=True)
+            except BaseException:
+                _remove_snapshot_files(target)
+                raise
             try:
                 tables = frozenset(store.table_names())
                 lock_down(store)
             except BaseException:
                 store.close()
+                _remove_snapshot_files(target)
                 raise
             snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables)
             self._stamp = stamp
@@ -155,7 +160,7 @@ class DataService:
         with self._swap:
             snap = self._current
             if snap is None:
-                raise StoreError("The store has no published snapshot yet.", hint="Retry shortly.")
+                raise Unavailable("The store has no published snapshot yet.", hint="Retry shortly.")
             snap.users += 1
         try:
             yield snap
@@ -199,24 +204,29 @@ class DataService:
                             [str(w)[:200] for w in where])  # fmt: skip
         key = repr(query)
         with self.reading() as snap:
-            if key in snap.cache:
-                snap.cache.move_to_end(key)
-                return snap.cache[key]
+            with snap.lock:
+                if key in snap.cache:
+                    snap.cache.move_to_end(key)
+                    return snap.cache[key]
             view = snap.store.cursor_view()
             try:
                 result = run_kpi(view, self.metrics, default_range(view, self.metrics, query))
             finally:
                 view.con.close()
-            answer = result_json(result, self.metrics, snap.generation)
-            snap.cache[key] = answer
-            if len(snap.cache) > 512:
-                snap.cache.popitem(last=False)
+            answer = RawJson(json.dumps(result_json(result, self.metrics, snap.generation),
+                                        separators=(",", ":"), default=str).encode())  # fmt: skip
+            with snap.lock:  # answers are the snapshot's: the same until the next one
+                snap.cache[key] = answer
+                if len(snap.cache) > 512:
+                    snap.cache.popitem(last=False)
             return answer
 
     def op_sql(self, args: dict[str, Any]) -> Any:
         sql = _text(args, "sql", 20_000)
-        timeout = min(float(args.get("timeout") or self.settings.sql_timeout), 60.0)
-        max_rows = min(int(args.get("max_rows") or self.settings.sql_max_rows), 100_000)
+        max_rows = args.get("max_rows") or self.settings.sql_max_rows
+        if not isinstance(max_rows, int) or not 1 <= max_rows <= 100_000:
+            raise UsageError("max_rows must be an integer from 1 to 100000.")
+        timeout = self.settings.sql_timeout
         with self.view() as (snap, view):
             check_statement(sql, set(snap.tables))
             answer = run_statement(view.con, sql, max_rows=max_rows, timeout=timeout)
@@ -270,8 +280,12 @@ class DataService:
             s.running, s.last_finished, s.runs = False, datetime.now(UTC), s.runs + 1
         self.publish()
 
-    def _schedule(self) -> None:
+    def _schedule(self, first_wait: float) -> None:
         every = self.settings.every
+        self.sync_state.next_at = (
+            datetime.now(UTC) + timedelta(seconds=first_wait) if every else None
+        )
+        self.stop_event.wait(first_wait)
         while not self.stop_event.is_set():
             started = time.monotonic()
             try:
@@ -282,27 +296,29 @@ class DataService:
             except VigieError as exc:
                 log.warning("could not publish a snapshot: %s", exc.message)
             wait = max(0.0, (every or self.settings.watch) - (time.monotonic() - started))
-            self.sync_state.next_at = datetime.now(UTC) + _seconds(wait) if every else None
+            self.sync_state.next_at = datetime.now(UTC) + timedelta(seconds=wait) if every else None
             self.stop_event.wait(wait)
 
     # -- the socket ------------------------------------------------------------------
 
     def handle(self, line: bytes) -> bytes:
         try:
-            request = json.loads(line)
+            try:
+                request = json.loads(line)
+            except ValueError:
+                raise UsageError("A request must be one JSON object per line.") from None
             op = request.get("op") if isinstance(request, dict) else None
             if op not in self.ops:
                 raise Forbidden(f"The data service has no op '{str(op)[:40]}'.")
             args = request.get("args") or {}
             if not isinstance(args, dict):
                 raise UsageError("args must be an object.")
-            return protocol.encode({"ok": True, "result": self.ops[op](args)})
+            result = self.ops[op](args)
+            if isinstance(result, RawJson):  # encoded once per snapshot, sent as is
+                return b'{"ok":true,"result":' + result + b"}\n"
+            return protocol.encode({"ok": True, "result": result})
         except VigieError as exc:
             return protocol.encode({"ok": False, "error": protocol.error_to_wire(exc)})
-        except ValueError:
-            return protocol.encode(
-                {"ok": False, "error": {"kind": "usage", "message": "Not JSON."}}
-            )
         except Exception:  # never a traceback to the client; the operator's log has it
             log.exception("internal error in the data service")
             return protocol.encode({"ok": False, "error": {
@@ -310,19 +326,21 @@ class DataService:
                 "hint": "The service's log has the details."}})  # fmt: skip
 
     def start(self) -> None:
-        """Publish the first snapshot, listen on the socket, start the schedule."""
+        """Publish the first snapshot (after a first sync when one is scheduled or the
+        store does not exist yet), then listen on the socket and start the schedule: the
+        socket exists only once there is something to answer from."""
         os.umask(0o077)
-        if self.settings.sync is not None and (
-            self.settings.every or not self.settings.store.exists()
-        ):
-            self.sync_once()
-        else:
-            self.publish()
         if self.socket.exists():
             if protocol.running(self.settings.store):
                 raise StoreError(f"A data service already runs for {self.settings.store}.",
                                  hint="Stop the other `vigie serve` first.")  # fmt: skip
             self.socket.unlink()
+        remove_stale_snapshots(self.settings.store)
+        sync, every = self.settings.sync, self.settings.every
+        if sync is not None and (every or not self.settings.store.exists()):
+            self.sync_once()
+        else:
+            self.publish()
         service = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -331,15 +349,13 @@ class DataService:
                     self.wfile.write(service.handle(line))
                     self.wfile.flush()
 
-        socketserver.ThreadingUnixStreamServer.daemon_threads = True
-        self._server = socketserver.ThreadingUnixStreamServer(str(self.socket), Handler)
+        self._server = _SocketServer(str(self.socket), Handler)
         self.socket.chmod(0o600)
         threading.Thread(
             target=self._server.serve_forever, name="vigie-socket", daemon=True
         ).start()
-        if self.settings.every:
-            self.stop_event.wait(self.settings.every)  # the first run is done
-        threading.Thread(target=self._schedule, name="vigie-schedule", daemon=True).start()
+        threading.Thread(target=self._schedule, args=(every or self.settings.watch,),
+                         name="vigie-schedule", daemon=True).start()  # fmt: skip
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -355,6 +371,14 @@ class DataService:
                 self._current = None
 
 
+class RawJson(bytes):
+    """An op's result already encoded as JSON (a cached KPI answer)."""
+
+
+class _SocketServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+
 def result_json(result: KpiResult, metrics: Metrics, generation: int) -> dict[str, Any]:
     q = result.query
     kpi = metrics.kpis[q.kpi]
@@ -363,7 +387,7 @@ def result_json(result: KpiResult, metrics: Metrics, generation: int) -> dict[st
         "by": list(q.by), "where": [list(w) for w in q.where],
         "from": q.start, "to": q.end, "until": result.until,
         "integer": isinstance(kpi.measure, Count | CountDistinct),
-        "source": "rollup" if result.rollup else "tables", "generation": generation,
+        "rollup": result.rollup, "seconds": result.seconds, "generation": generation,
         "cells": [
             {"period": c.period.isoformat(sep=" ")[: 16 if q.grain == "hour" else 10],
              "dims": [None if d is None else str(d) for d in c.dims] if not c.is_total else [],
@@ -393,5 +417,17 @@ def _opt(args: dict[str, Any], name: str) -> str | None:
     return _text(args, name, 40) or None
 
 
-def _seconds(s: float) -> timedelta:
-    return timedelta(seconds=s)
+def _remove_snapshot_files(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal"), path.with_name(path.name + ".partial")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
+
+
+def remove_stale_snapshots(store: Path) -> None:
+    """Snapshots left by a server that was killed: stale copies of the store (they may hold
+    what a tightened policy has since removed), deleted before serving."""
+    for path in store.parent.glob(glob.escape(store.name) + ".served-*"):
+        if path.is_dir():  # a snapshot's spill folder
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

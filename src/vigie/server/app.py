@@ -9,11 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +27,7 @@ from vigie.access.decide import Action
 from vigie.access.keys import AccessFile
 from vigie.audit.log import AuditLog, read_entries
 from vigie.errors import AuditError, UsageError, VigieError
-from vigie.server.auth import SESSION_COOKIE, SESSION_TTL, Gate, client_of
+from vigie.server.auth import SESSION_COOKIE, SESSION_TTL, Gate, check_origin, client_of
 from vigie.server.datalink import DataLink
 
 STATUS = {
@@ -51,6 +54,9 @@ ASSETS = {
     "chart.js": "text/javascript",
     "style.css": "text/css",
 }
+
+log = logging.getLogger("vigie.web")
+API_KEY = re.compile(r"vk_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")  # what an API key looks like
 
 Asgi = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[Any]]
 
@@ -102,6 +108,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         request.state.kind = "internal"
         return JSONResponse(
             error_body(
@@ -132,7 +139,7 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
     async def kpis(request: Request) -> Any:
         """The declared KPIs, their dimensions and k."""
         gate.require(request, Action.READ_KPIS)
-        return await data.ask("kpis")
+        return JSONResponse(await data.ask("kpis"))
 
     @app.get("/api/kpis/{name}")
     async def kpi(
@@ -166,7 +173,7 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
                 media_type="text/csv",
                 headers={"content-disposition": f'attachment; filename="{answer["kpi"]}.csv"'},
             )
-        return answer
+        return JSONResponse(answer)  # already plain JSON: no re-encoding pass
 
     @app.post("/api/sql")
     async def sql(
@@ -185,7 +192,7 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
             raise UsageError("max_rows must be an integer from 1 to 100000.")
         answer = await data.ask("sql", {"sql": statement, "max_rows": max_rows})
         request.state.rows = len(answer["rows"])
-        return answer
+        return JSONResponse(answer)  # already plain JSON: no re-encoding pass
 
     @app.get("/api/audit")
     async def audit_log(
@@ -205,7 +212,7 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
     async def status(request: Request) -> Any:
         """Sync runs, rollup freshness, the snapshot being served."""
         gate.require(request, Action.READ_STATUS)
-        return await data.ask("status")
+        return JSONResponse(await data.ask("status"))
 
 
 def _pages(app: FastAPI, gate: Gate, settings: WebSettings) -> None:
@@ -231,8 +238,6 @@ def _pages(app: FastAPI, gate: Gate, settings: WebSettings) -> None:
     @app.post("/api/session", include_in_schema=False)
     async def login(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
         """Exchange an API key for a session cookie (the dashboard's login)."""
-        from vigie.server.auth import check_origin
-
         check_origin(request)
         key = body.get("key")
         if not isinstance(key, str):
@@ -343,15 +348,15 @@ class AuditMiddleware:
         route = scope.get("route")
         params: dict[str, Any] = {}
         for key, value in _query_pairs(scope):
-            params.setdefault(key[:40], []).append(value[:200])
+            params.setdefault(_scrub(key)[:40], []).append(_scrub(value)[:200])
         if "sql" in state:
-            params["sql"] = state["sql"]
+            params["sql"] = _scrub(state["sql"])
         client = scope.get("client")
         self.audit.append(
             actor=actor.name if actor else None,
             role=str(actor.role) if actor else None,
             method=scope["method"],
-            path=scope["path"][:300],
+            path=_scrub(scope["path"])[:300],
             route=getattr(route, "path", None),
             params=params,
             status=status,
@@ -362,7 +367,11 @@ class AuditMiddleware:
         )
 
 
-def _query_pairs(scope: MutableMapping[str, Any]) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
+def _scrub(text: str) -> str:
+    """``text`` with anything shaped like an API key replaced: a key pasted in the wrong
+    place (a query string, a SQL comment) never reaches the audit log."""
+    return API_KEY.sub("vk_[redacted]", text)
 
+
+def _query_pairs(scope: MutableMapping[str, Any]) -> list[tuple[str, str]]:
     return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)

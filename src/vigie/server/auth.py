@@ -46,10 +46,15 @@ class Gate:
         self.failures: dict[str, deque[float]] = defaultdict(deque)
 
     def check_rate(self, client: str) -> None:
-        window = self.failures[client]
+        window = self.failures.get(client)
+        if window is None:
+            return
         now = time.monotonic()
         while window and now - window[0] > FAILURE_WINDOW:
             window.popleft()
+        if not window:
+            del self.failures[client]  # addresses seen once do not pile up
+            return
         if len(window) >= FAILURES_ALLOWED:
             raise TooManyAttempts(
                 f"Too many failed authentications from {client}.",
@@ -69,9 +74,14 @@ class Gate:
             raise
         sid = secrets.token_urlsafe(32)
         now = time.monotonic()
+        self._prune(now)
         key_id = key.split("_", 2)[1]
         self.sessions[sid] = Session(actor.name, key_id, now, now)
         return sid, actor
+
+    def _prune(self, now: float) -> None:
+        for old in [k for k, v in self.sessions.items() if _expired(v, now)]:
+            del self.sessions[old]
 
     def logout(self, sid: str | None) -> None:
         if sid:
@@ -132,6 +142,10 @@ class Gate:
         raise Forbidden(
             f"Forbidden: {decision.reason}.", hint="Ask an admin for a key with that role."
         )
+
+
+def _expired(session: Session, now: float) -> bool:
+    return now - session.created > SESSION_TTL or now - session.seen > SESSION_IDLE
 
 
 def check_origin(request: Request) -> None:
