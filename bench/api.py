@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,8 @@ def load(port: int, key: str | None, seconds: float, clients: int) -> dict[str, 
     took = time.perf_counter() - started
     q = statistics.quantiles(lat, n=100)
     return {"requests": len(lat), "rps": len(lat) / took, "p50_ms": q[49] * 1000,
-            "p99_ms": q[98] * 1000, "errors": len(errors)}  # fmt: skip
+            "p99_ms": q[98] * 1000, "errors": len(errors),
+            "error_statuses": dict(Counter(errors))}  # fmt: skip
 
 
 def main() -> None:

@@ -339,13 +339,15 @@ def test_login_cookie_is_httponly_strict_and_origin_checked(served):
 
 
 def in_process(app, calls):
-    """Run (method, path, headers) calls against the app in this process, in order."""
+    """Run (method, path, headers[, json body]) calls against the app in this process."""
     import asyncio
 
     async def go():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return [await c.request(m, p, headers=h) for m, p, h in calls]
+            return [
+                await c.request(m, p, headers=h, json=b[0] if b else None) for m, p, h, *b in calls
+            ]
 
     return asyncio.run(go())
 
@@ -625,3 +627,29 @@ def test_a_long_schedule_serves_at_once_and_says_when_it_syncs_next(tmp_path):
     next_at = datetime.fromisoformat(status["sync"]["next_at"])
     assert 3500 < (next_at - datetime.now(UTC)).total_seconds() <= 3600
     assert not list(store.parent.glob("*.served-*"))  # removed at stop
+
+
+def test_a_dashboard_session_expires_and_dies_with_its_key(tmp_path):
+    from vigie.access.keys import AccessFile, parse_duration
+    from vigie.server.auth import SESSION_COOKIE, SESSION_IDLE
+
+    access = AccessFile(tmp_path / "a.json")
+    key = access.create("ana", Role.ANALYST, parse_duration("1d"))
+    app = create_app(WebSettings(tmp_path / "x.sock", tmp_path / "a.json", tmp_path / "a.log"))
+    gate = app.state.gate
+    (login,) = in_process(app, [("POST", "/api/session", {"origin": "http://t"}, {"key": key})])
+    sid = login.cookies[SESSION_COOKIE]
+    me = ("GET", "/api/whoami", {"cookie": f"{SESSION_COOKIE}={sid}"}, None)
+    assert in_process(app, [me])[0].status_code == 200
+    gate.sessions[sid].seen -= SESSION_IDLE + 1  # an hour idle
+    assert in_process(app, [me])[0].status_code == 401
+    (login,) = in_process(app, [("POST", "/api/session", {"origin": "http://t"}, {"key": key})])
+    me = (
+        "GET",
+        "/api/whoami",
+        {"cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}"},
+        None,
+    )
+    access.revoke("ana")
+    assert in_process(app, [me])[0].status_code == 401
+    app.state.audit.close()

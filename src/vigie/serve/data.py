@@ -213,8 +213,9 @@ class DataService:
                 result = run_kpi(view, self.metrics, default_range(view, self.metrics, query))
             finally:
                 view.con.close()
-            answer = RawJson(json.dumps(result_json(result, self.metrics, snap.generation),
-                                        separators=(",", ":"), default=str).encode())  # fmt: skip
+            body = result_json(result, self.metrics, snap.generation)
+            answer = RawJson(json.dumps(body, separators=(",", ":"), default=str).encode(),
+                             len(body["cells"]))  # fmt: skip
             with snap.lock:  # answers are the snapshot's: the same until the next one
                 snap.cache[key] = answer
                 if len(snap.cache) > 512:
@@ -315,7 +316,7 @@ class DataService:
                 raise UsageError("args must be an object.")
             result = self.ops[op](args)
             if isinstance(result, RawJson):  # encoded once per snapshot, sent as is
-                return b'{"ok":true,"result":' + result + b"}\n"
+                return protocol.raw_line(result.body, result.rows)
             return protocol.encode({"ok": True, "result": result})
         except VigieError as exc:
             return protocol.encode({"ok": False, "error": protocol.error_to_wire(exc)})
@@ -371,8 +372,12 @@ class DataService:
                 self._current = None
 
 
-class RawJson(bytes):
-    """An op's result already encoded as JSON (a cached KPI answer)."""
+@dataclass(frozen=True)
+class RawJson:
+    """An op's result already encoded as JSON (a cached KPI answer), and its rows."""
+
+    body: bytes
+    rows: int
 
 
 class _SocketServer(socketserver.ThreadingUnixStreamServer):

@@ -58,6 +58,25 @@ def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
 
 
+RAW_PREFIX = b'{"ok":true,"rows":'
+
+
+def raw_line(body: bytes, rows: int) -> bytes:
+    """An answer whose result is already JSON, with its row count up front."""
+    return RAW_PREFIX + str(rows).encode() + b',"result":' + body + b"}\n"
+
+
+def raw_result(line: bytes) -> tuple[int, bytes] | None:
+    """(rows, the result's JSON) of a ``raw_line`` answer, without decoding it; None for
+    any other answer (decode it with ``answer_of``)."""
+    if not line.startswith(RAW_PREFIX):
+        return None
+    rows, sep, rest = line[len(RAW_PREFIX) :].partition(b',"result":')
+    if not sep or not rows.isdigit():
+        return None
+    return int(rows), rest.rstrip(b"\n")[:-1]
+
+
 def answer_of(line: bytes) -> Any:
     """The result of an answer line, or its error raised."""
     body = json.loads(line)

@@ -27,6 +27,7 @@ from vigie.access.decide import Action
 from vigie.access.keys import AccessFile
 from vigie.audit.log import AuditLog, read_entries
 from vigie.errors import AuditError, UsageError, VigieError
+from vigie.serve import protocol
 from vigie.server.auth import SESSION_COOKIE, SESSION_TTL, Gate, check_origin, client_of
 from vigie.server.datalink import DataLink
 
@@ -155,7 +156,7 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
         """One KPI over whole periods, one dimension at a time, small cells suppressed
         (the same compiler and pattern as `vigie kpi show`). ``format=csv`` streams CSV."""
         gate.require(request, Action.READ_KPIS)
-        answer = await data.ask(
+        line = await data.ask_line(
             "kpi",
             {
                 "name": name[:100],
@@ -166,6 +167,11 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
                 "where": where or [],
             },
         )
+        raw = protocol.raw_result(line)
+        if format == "json" and raw is not None:  # passed through as the data process wrote it
+            request.state.rows = raw[0]
+            return Response(raw[1], media_type="application/json")
+        answer = protocol.answer_of(line)
         request.state.rows = len(answer["cells"])
         if format == "csv":
             return StreamingResponse(

@@ -109,11 +109,7 @@ class Gate:
     def _session_actor(self, sid: str) -> Actor:
         session = self.sessions.get(sid)
         now = time.monotonic()
-        if (
-            session is None
-            or now - session.created > SESSION_TTL
-            or now - session.seen > SESSION_IDLE
-        ):
+        if session is None or _expired(session, now):
             self.sessions.pop(sid, None)
             raise AuthError("Your session has expired.", hint="Log in again.")
         entry = next((e for e in self.access.entries() if e.name == session.name), None)

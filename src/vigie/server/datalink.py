@@ -17,6 +17,12 @@ class DataLink:
         self._slots = asyncio.Semaphore(size)
 
     async def ask(self, op: str, args: dict[str, Any] | None = None, timeout: float = 120.0) -> Any:
+        return protocol.answer_of(await self.ask_line(op, args, timeout))
+
+    async def ask_line(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float = 120.0
+    ) -> bytes:
+        """The answer line as sent (see ``protocol.raw_result``)."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
             try:
@@ -35,4 +41,4 @@ class DataLink:
                     "The data service is not answering.", hint="Check that `vigie serve` runs."
                 ) from None
             self._idle.append(conn)
-        return protocol.answer_of(line)
+        return line
