@@ -412,12 +412,14 @@ def _chain(tmp_path: Path, n: int = 8) -> Path:
 
 
 def _rewrite(log: Path, edit) -> None:
-    lines = log.read_text().splitlines(keepends=True)
-    log.write_text("".join(edit(lines)))
+    text = log.read_text()
+    edited = "".join(edit(text.splitlines(keepends=True)))
+    assert edited != text  # the tampering happened
+    log.write_text(edited)
 
 
 @pytest.mark.parametrize(("kind", "edit"), [
-    ("modified", lambda ls: [*ls[:3], ls[3].replace('"rows": 3', '"rows": 300'), *ls[4:]]),
+    ("modified", lambda ls: [*ls[:3], ls[3].replace('"rows":3', '"rows":300'), *ls[4:]]),
     ("deleted", lambda ls: ls[:3] + ls[4:]),
     ("inserted", lambda ls: [*ls[:5], ls[2], *ls[5:]]),
     ("reordered", lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]),

@@ -124,9 +124,11 @@ class AuditLog:
         """Add one entry; AuditError if it could not be written (the caller must then fail)."""
         with self._lock:
             entry = {"seq": self._seq + 1, "time": _now(), "prev": self._mac, **fields}
-            entry["mac"] = hmac.new(self._key, _canonical(entry), hashlib.sha256).hexdigest()
+            body = _canonical(entry)
+            entry["mac"] = hmac.new(self._key, body, hashlib.sha256).hexdigest()
+            line = body[:-1] + b',"mac":"' + entry["mac"].encode() + b'"}\n'  # one encoding
             try:
-                self._fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+                self._fh.write(line.decode())
                 self._fh.flush()
                 self._write_head(entry["seq"], entry["mac"])
             except (OSError, ValueError) as exc:

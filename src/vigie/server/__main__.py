@@ -13,9 +13,8 @@ from pathlib import Path
 
 import uvicorn
 
+from vigie.serve.launch import KEY_VARIABLES
 from vigie.server.app import WebSettings, create_app
-
-KEY_VARIABLES = ("VIGIE_KEYFILE", "VIGIE_PSEUDONYM_KEY", "VIGIE_STORE_KEY")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -122,7 +122,7 @@ class Gate:
     def require(self, request: Request, action: Action) -> Actor:
         """The actor, if ``allowed`` lets it do ``action`` on this route; else 401/403."""
         actor, via = self.actor(request)
-        decision = allowed(actor, action, request.url.path)
+        decision = allowed(actor, action, request.scope["path"])
         request.state.actor = actor
         request.state.reason = decision.reason
         if decision:
