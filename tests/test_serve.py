@@ -592,6 +592,26 @@ def test_schemathesis_finds_no_server_error(served):
     assert m and m[1] == m[2] and int(m[1]) > 100, res.stdout[-2000:]
 
 
+def test_a_burst_of_connections_to_the_data_socket_is_accepted(served):
+    """The web process opens its pooled connections at once under load: none is refused."""
+    import asyncio
+
+    from vigie.serve.protocol import encode, socket_path
+
+    async def burst():
+        async def one():
+            reader, writer = await asyncio.open_unix_connection(str(socket_path(served.store)))
+            writer.write(encode({"op": "ping", "args": {}}))
+            line = await reader.readline()
+            writer.close()
+            return line
+
+        return await asyncio.gather(*[one() for _ in range(64)], return_exceptions=True)
+
+    answers = asyncio.run(burst())
+    assert all(isinstance(a, bytes) and a.startswith(b'{"ok":true') for a in answers), answers
+
+
 def test_stale_snapshots_of_a_killed_server_are_deleted_before_serving(tmp_path):
     """A copy left by a server killed with SIGKILL may hold what a tightened policy has
     since removed from the store: it does not survive the next start."""

@@ -382,6 +382,9 @@ class RawJson:
 
 class _SocketServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 refused some of the web process's pooled
+    # connections when a burst opened them at once (a 503 under load)
+    request_queue_size = 128
 
 
 def result_json(result: KpiResult, metrics: Metrics, generation: int) -> dict[str, Any]:
