@@ -86,7 +86,8 @@ def serve(
         tls_cert,
         tls_key,
     )
-    launch.audit_log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in (store.parent, launch.audit_log.parent):  # 0700, the store's included
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     web = start_web(launch)  # before any key is read: the child never had one
     service = None
     try:
