@@ -63,7 +63,40 @@ def make_keys(store: Path) -> dict[str, str]:
     return keys
 
 
-def start_serve(store: Path, keyfile: Path, *extra: str, cwd: Path | None = None) -> Served:
+def bootstrap_admin(store: Path) -> str:
+    """An admin key for the tests' own approvals (kept beside the store, tests only)."""
+    saved = store.parent / ".test-bootstrap-admin"
+    if saved.exists():
+        return saved.read_text()
+    key = AccessFile(store.parent / "access.json").create(
+        "guard-bootstrap", Role.ADMIN, parse_duration("2d")
+    )
+    saved.write_text(key)
+    saved.chmod(0o600)
+    return key
+
+
+def approve_running(store: Path, key: str | None = None) -> bool:
+    """Approve the running server's posture (the first approval: one admin), then run the
+    guard's checks at once. False if it was already the baseline."""
+    from vigie.errors import UsageError
+    from vigie.guard.approvals import approvals_path, approve
+    from vigie.serve.protocol import ask, socket_path
+
+    key = key or bootstrap_admin(store)
+    access = AccessFile(store.parent / "access.json")
+    try:
+        approve(approvals_path(store), access, key, ask(socket_path(store), "posture"))
+    except UsageError:  # already the baseline
+        return False
+    finally:
+        ask(socket_path(store), "guard", {"run": True})
+    return True
+
+
+def start_serve(
+    store: Path, keyfile: Path, *extra: str, cwd: Path | None = None, approve: bool = True
+) -> Served:
     port = free_port()
     env = {**os.environ, "VIGIE_KEYFILE": str(keyfile)}  # the web process must not inherit it
     proc = subprocess.Popen(
@@ -77,9 +110,14 @@ def start_serve(store: Path, keyfile: Path, *extra: str, cwd: Path | None = None
         if proc.poll() is not None:
             raise RuntimeError(f"vigie serve exited: {proc.stdout.read() if proc.stdout else ''}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200 and (
-                store.with_name(store.name + ".sock").exists()
-            ):
+            health = httpx.get(f"{url}/healthz", timeout=1)
+            if health.status_code == 200 and store.with_name(store.name + ".sock").exists():
+                return Served(url, store, keyfile, proc)
+            failing = health.json().get("failing", []) if health.status_code == 503 else []
+            if approve and failing == ["posture.approved"]:
+                approve_running(store)
+                continue
+            if not approve and failing and "guard starting" not in failing:
                 return Served(url, store, keyfile, proc)
         except httpx.HTTPError:
             pass

@@ -17,6 +17,7 @@ prints or exits.
     ├── Forbidden               an authenticated actor whose role does not allow the action
     ├── Refused                 a request vigie will not run (a SQL statement outside the sandbox)
     ├── Unavailable             the data service is not running or not answering   (transient)
+    │   └── GuardClosed         the guard failed closed: nothing is served until it passes
     ├── AuditError              the audit log cannot be written or does not verify
     └── SyncError               a sync stage stopped; nothing of the failing batch was loaded
         ├── UnclassifiedColumns default deny: production has columns the policy does not name
@@ -31,6 +32,8 @@ Messages never contain secret values: key material, passwords in DSNs, tokens.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class VigieError(Exception):
@@ -169,6 +172,25 @@ class Unavailable(VigieError):
     kind = "unavailable"
     transient = True
     exit_code = 3
+
+
+class GuardClosed(Unavailable):
+    """The guard found a FAIL (or cannot tell): data is not served until it passes again."""
+
+    transient = False
+    exit_code = 11
+
+    def __init__(self, failing: list[Any]) -> None:
+        if failing:
+            what = "; ".join(f"{r.key}: {r.reason}" for r in failing[:3])
+            more = f" (+{len(failing) - 3} more)" if len(failing) > 3 else ""
+            message = f"The guard closed the data: {what}{more}."
+            hint = failing[0].fix or "See `vigie guard status`."
+        else:
+            message = "The guard has not finished its first round; data stays closed until then."
+            hint = "Retry in a few seconds."
+        super().__init__(message, hint=hint)
+        self.failing = failing
 
 
 class AuditError(VigieError):

@@ -25,6 +25,8 @@ class Action(StrEnum):
     READ_STATUS = "status.read"
     READ_SCHEMA = "schema.read"  # the OpenAPI document, the dashboard's pages
     MANAGE_ACCESS = "access.manage"
+    READ_GUARD = "guard.read"  # the guard's checks, their results and reasons
+    APPROVE = "guard.approve"  # sign the security posture (two admins to lower it)
 
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
@@ -32,8 +34,18 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.ENGINEER: frozenset(
         {Action.READ_KPIS, Action.RUN_SQL, Action.READ_STATUS, Action.READ_SCHEMA}
     ),
-    Role.RESPONDER: frozenset({Action.READ_AUDIT, Action.READ_STATUS, Action.READ_SCHEMA}),
-    Role.ADMIN: frozenset({Action.MANAGE_ACCESS, Action.READ_STATUS, Action.READ_SCHEMA}),
+    Role.RESPONDER: frozenset(
+        {Action.READ_AUDIT, Action.READ_GUARD, Action.READ_STATUS, Action.READ_SCHEMA}
+    ),
+    Role.ADMIN: frozenset(
+        {
+            Action.MANAGE_ACCESS,
+            Action.READ_GUARD,
+            Action.APPROVE,
+            Action.READ_STATUS,
+            Action.READ_SCHEMA,
+        }
+    ),
 }
 
 

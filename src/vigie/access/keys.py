@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vigie.access.decide import Actor, Role
-from vigie.errors import AuthError, KeyfileError, NotFound, UsageError
+from vigie.access.signing import public_key_hex
+from vigie.errors import AuthError, Forbidden, KeyfileError, NotFound, UsageError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEY = re.compile(r"^vk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -40,6 +41,7 @@ class Entry:
     created_at: datetime
     expires_at: datetime
     revoked_at: datetime | None = None
+    sign_key: str | None = None  # an admin's Ed25519 public key for approvals (hex)
 
     @property
     def actor(self) -> Actor:
@@ -106,10 +108,23 @@ class AccessFile:
             )
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         now = datetime.now(UTC).replace(microsecond=0)
+        key = f"vk_{key_id}_{secret}"
+        sign = public_key_hex(key) if role is Role.ADMIN else None
         self._entries[name] = Entry(name, role, key_id, hashlib.sha256(secret.encode()).hexdigest(),
-                                    now, now + expires_in)  # fmt: skip
+                                    now, now + expires_in, None, sign)  # fmt: skip
         self._write()
-        return f"vk_{key_id}_{secret}"
+        return key
+
+    def admin(self, key: str, now: datetime | None = None) -> Entry:
+        """The live admin entry behind ``key`` (AuthError or Forbidden otherwise)."""
+        actor = self.authenticate(key, now)
+        entry = self._entries[actor.name]
+        if entry.role is not Role.ADMIN or entry.sign_key is None:
+            raise Forbidden(
+                f"Key '{entry.name}' is not an admin key that can sign approvals.",
+                hint="Approvals need an admin key made by `vigie access create --role admin`.",
+            )
+        return entry
 
     def revoke(self, name: str) -> Entry:
         self._reload()
@@ -166,10 +181,12 @@ def _entry(e: dict[str, str]) -> Entry:
     revoked = e.get("revoked_at")
     return Entry(e["name"], Role(e["role"]), e["key_id"], e["key_hash"],
                  datetime.fromisoformat(e["created_at"]), datetime.fromisoformat(e["expires_at"]),
-                 datetime.fromisoformat(revoked) if revoked else None)  # fmt: skip
+                 datetime.fromisoformat(revoked) if revoked else None,
+                 e.get("sign_key"))  # fmt: skip
 
 
 def _dump(e: Entry) -> dict[str, str | None]:
     return {"name": e.name, "role": str(e.role), "key_id": e.key_id, "key_hash": e.key_hash,
             "created_at": e.created_at.isoformat(), "expires_at": e.expires_at.isoformat(),
-            "revoked_at": e.revoked_at.isoformat() if e.revoked_at else None}  # fmt: skip
+            "revoked_at": e.revoked_at.isoformat() if e.revoked_at else None,
+            "sign_key": e.sign_key}  # fmt: skip

@@ -12,6 +12,7 @@ nobody can modify, insert, delete or reorder entries, or cut the tail, unseen by
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -82,7 +83,10 @@ class Problem:
 
 
 class AuditLog:
-    """Append entries to the chain; thread-safe; every append is flushed before it returns."""
+    """Append entries to the chain; every append is flushed before it returns. Thread-safe,
+    and safe across processes (the web process records requests, the data process the
+    guard's events): each append holds an exclusive ``flock`` on the log and, if another
+    process wrote since, continues the chain from the log's last entry."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -95,6 +99,7 @@ class AuditLog:
             os.close(fd)
             raise AuditError(f"Audit log {path} is readable by others.", hint=f"chmod 600 {path}")
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
+        self._end = os.fstat(fd).st_size
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
         self._head_fd = os.open(head_path(path), flags, 0o600)
 
@@ -123,25 +128,55 @@ class AuditLog:
     def append(self, **fields: Any) -> int:
         """Add one entry; AuditError if it could not be written (the caller must then fail)."""
         with self._lock:
-            entry = {"seq": self._seq + 1, "time": _now(), "prev": self._mac, **fields}
-            body = _canonical(entry)
-            entry["mac"] = hmac.new(self._key, body, hashlib.sha256).hexdigest()
-            line = body[:-1] + b',"mac":"' + entry["mac"].encode() + b'"}\n'  # one encoding
             try:
-                self._fh.write(line.decode())
-                self._fh.flush()
-                self._write_head(entry["seq"], entry["mac"])
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
             except (OSError, ValueError) as exc:
-                raise AuditError(
-                    f"Cannot write the audit log {self.path}: {_why(exc)}.",
-                    hint="Free disk space or fix the log's permissions.",
-                ) from None
-            self._seq, self._mac = entry["seq"], entry["mac"]
-            return int(entry["seq"])
+                raise AuditError(f"Cannot lock the audit log {self.path}: {_why(exc)}.") from None
+            try:
+                return self._append_locked(fields)
+            finally:
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+
+    def _append_locked(self, fields: dict[str, Any]) -> int:
+        size = os.fstat(self._fh.fileno()).st_size
+        if size != self._end:  # another process appended: continue from its last entry
+            self._seq, self._mac = _last_entry(self.path)
+        entry = {"seq": self._seq + 1, "time": _now(), "prev": self._mac, **fields}
+        body = _canonical(entry)
+        entry["mac"] = hmac.new(self._key, body, hashlib.sha256).hexdigest()
+        line = body[:-1] + b',"mac":"' + entry["mac"].encode() + b'"}\n'  # one encoding
+        try:
+            self._fh.write(line.decode())
+            self._fh.flush()
+            self._write_head(entry["seq"], entry["mac"])
+        except (OSError, ValueError) as exc:
+            raise AuditError(
+                f"Cannot write the audit log {self.path}: {_why(exc)}.",
+                hint="Free disk space or fix the log's permissions.",
+            ) from None
+        self._seq, self._mac = entry["seq"], entry["mac"]
+        self._end = size + len(line)
+        return int(entry["seq"])
 
     def close(self) -> None:
         self._fh.close()
         os.close(self._head_fd)
+
+
+def _last_entry(path: Path) -> tuple[int, str]:
+    """The seq and MAC of the log's last entry (read from its end)."""
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - (1 << 20)))
+        lines = fh.read().splitlines()
+    for raw in reversed(lines):
+        try:
+            entry = json.loads(raw)
+            return int(entry["seq"]), str(entry["mac"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0, GENESIS
 
 
 def _now() -> str:
@@ -262,3 +297,59 @@ def _ranges(seqs: list[int]) -> str:
 
 def _why(exc: Exception) -> str:
     return str(getattr(exc, "strerror", None) or exc)
+
+
+class ChainWatch:
+    """``verify`` made incremental, for a guard that checks every few seconds: the part of
+    the log already verified is re-hashed (SHA-256, fast) instead of re-verified; only new
+    entries are checked entry by entry. Any doubt falls back to the full ``verify``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._digest = hashlib.sha256(b"").hexdigest()
+        self._last: dict[str, Any] | None = None
+
+    def problems(self) -> list[Problem]:
+        key = read_audit_key(self.path)
+        if not self.path.exists():
+            return [] if self._offset == 0 else [Problem("cut", None, f"{self.path} is gone")]
+        with self.path.open("rb") as fh:
+            prefix = fh.read(self._offset)
+            rest = fh.read()
+        if len(prefix) < self._offset or hashlib.sha256(prefix).hexdigest() != self._digest:
+            return self._full()
+        complete = rest[: rest.rfind(b"\n") + 1]
+        last, valid = self._last, []
+        for raw in complete.splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                return self._full()
+            want_seq = int(last["seq"]) + 1 if last else 1
+            want_prev = str(last["mac"]) if last else GENESIS
+            follows = isinstance(entry, dict) and (entry.get("seq"), entry.get("prev")) == (
+                want_seq,
+                want_prev,
+            )
+            if not (follows and _mac_ok(key, entry)):
+                return self._full()
+            last = entry
+            valid.append((0, entry))
+        head = _head(self.path, key, ([(0, self._last)] if self._last else []) + valid)
+        if head:
+            return self._full()
+        self._digest = hashlib.sha256(prefix + complete).hexdigest()
+        self._offset += len(complete)
+        self._last = last
+        return []
+
+    def _full(self) -> list[Problem]:
+        problems = verify(self.path)
+        if not problems:  # e.g. the file was rotated by its owner: start over from here
+            data = self.path.read_bytes()
+            data = data[: data.rfind(b"\n") + 1]
+            self._offset, self._digest = len(data), hashlib.sha256(data).hexdigest()
+            entries = [e for _, e in _lines(self.path) if e is not None]
+            self._last = entries[-1] if entries else None
+        return problems

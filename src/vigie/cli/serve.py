@@ -33,6 +33,11 @@ def default_audit(store: Path) -> Path:
     return store.parent / "audit" / "audit.log"
 
 
+def default_guard_config(store: Path) -> Path | None:
+    path = store.parent / "guard.yaml"
+    return path if path.exists() else None
+
+
 def _access(store: Path | None, access: Path | None) -> AccessFile:
     if access is None and store is None:
         raise UsageError("Give --store (the access file is beside it) or --access FILE.")
@@ -58,10 +63,17 @@ def serve(
         Path | None, typer.Option(help="Audit log (default: beside the store).")
     ] = None,
     metrics: Annotated[Path | None, typer.Option(help="The operator's metrics file.")] = None,
+    guard_config: Annotated[
+        Path | None,
+        typer.Option(help="The guard's settings (default: guard.yaml beside the store)."),
+    ] = None,
 ) -> None:
-    """Serve the store: API, dashboard, scheduled sync; the web process holds no key."""
+    """Serve the store: API, dashboard, scheduled sync, the guard; the web process holds no key."""
     from vigie.cli.sync import parse_interval
     from vigie.db.dsn import parse_dsn
+    from vigie.guard.api import WebInfo
+    from vigie.guard.config import load_config
+    from vigie.guard.service import GuardContext
     from vigie.keys import load_keys
     from vigie.serve.data import DataService, DataSettings
     from vigie.serve.launch import WebLaunch, check_bind, start_web, wait_ready
@@ -69,6 +81,7 @@ def serve(
     from vigie.sync.service import SyncSettings
 
     check_bind(host, tls_cert, tls_key)
+    config = load_config(guard_config or default_guard_config(store))
     if (sync_from is None) != (policy is None) or (every and not sync_from):
         raise UsageError("--sync-from and --policy go together; --every needs them.")
     sync = (
@@ -91,9 +104,12 @@ def serve(
     web = start_web(launch)  # before any key is read: the child never had one
     service = None
     try:
-        service = DataService(DataSettings(store, metrics, sync, interval), load_keys(keyfile))
+        keys = load_keys(keyfile)
+        guard = GuardContext(store, keys, launch.access, launch.audit_log, config, policy, metrics)
+        service = DataService(DataSettings(store, metrics, sync, interval, guard=guard), keys)
         service.start()
         wait_ready(launch, web)
+        service.start_guard(WebInfo(web.pid, host, port, tls_cert is not None))
         console.print(f"vigie serves {store} at [bold]{launch.url}[/] (Ctrl-C stops it).")
         _wait_for_signal(web)
     finally:

@@ -26,9 +26,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vigie.errors import Forbidden, NotFound, StoreError, Unavailable, UsageError, VigieError
+from vigie.errors import (
+    Forbidden,
+    GuardClosed,
+    NotFound,
+    StoreError,
+    Unavailable,
+    UsageError,
+    VigieError,
+)
+from vigie.guard.model import Result
 from vigie.keys import Keys
 from vigie.kpi.engine import ROLLUPS, KpiResult, default_range, has_registry, lock_down, run_kpi
 from vigie.kpi.load import load_metrics
@@ -40,6 +49,13 @@ from vigie.serve.sandbox import check_statement, run_statement
 from vigie.stores.checks import verify_store
 from vigie.stores.duckdb_store import Store
 from vigie.sync.service import SyncService, SyncSettings
+
+if TYPE_CHECKING:
+    from vigie.guard.api import WebInfo
+    from vigie.guard.runner import Guard
+    from vigie.guard.service import GuardContext, PostureSource
+
+DATA_OPS = {"kpis", "kpi", "sql", "status"}  # closed while the guard fails
 
 log = logging.getLogger("vigie.data")
 
@@ -53,6 +69,7 @@ class DataSettings:
     sql_timeout: float = 5.0
     sql_max_rows: int = 10_000
     watch: float = 2.0  # how often a store synced by someone else is looked at
+    guard: GuardContext | None = None  # None: no guard (library use and tests of the core)
 
 
 @dataclass
@@ -64,6 +81,7 @@ class Snapshot:
     store: Store
     published_at: datetime
     tables: frozenset[str]
+    counts: dict[str, int] = field(default_factory=dict)
     users: int = 0
     retired: bool = False
     cache: OrderedDict[str, Any] = field(default_factory=OrderedDict)
@@ -96,6 +114,14 @@ class DataService:
         self._current: Snapshot | None = None
         self._generation = 0
         self._stamp: tuple[int, ...] | None = None
+        self._refused: tuple[int, ...] | None = None  # a stamp whose snapshot the guard refused
+        self._synced = False  # the next publish follows our own sync (its values were scanned)
+        self.guard: Guard | None = None
+        self.guard_ready = threading.Event()
+        self._posture: PostureSource | None = None
+        self._origin: Any = None
+        if settings.guard is not None:
+            self._make_guard(settings.guard)
         self.sync_state = SyncState()
         self.stop_event = threading.Event()
         self._server: socketserver.ThreadingUnixStreamServer | None = None
@@ -106,6 +132,9 @@ class DataService:
             "sql": self.op_sql,
             "status": self.op_status,
             "verify": self.op_verify,
+            "guard": self.op_guard,
+            "health": self.op_health,
+            "posture": self.op_posture,
         }
 
     # -- snapshots -------------------------------------------------------------------
@@ -120,8 +149,9 @@ class DataService:
             out += [st.st_mtime_ns, st.st_size, st.st_ino] if st else [0, 0, 0]
         return tuple(out)
 
-    def publish(self) -> Snapshot:
-        """Copy the primary store under its shared lock and serve the copy from now on."""
+    def publish(self) -> Snapshot | None:
+        """Copy the primary store under its shared lock and serve the copy from now on,
+        unless the guard finds it unfit (then it is deleted unserved, and None returned)."""
         primary = self.settings.store
         with self._write:
             self._generation += 1
@@ -139,13 +169,19 @@ class DataService:
                 raise
             try:
                 tables = frozenset(store.table_names())
+                counts = self._inspect(store, stamp)
+                if counts is None:  # the guard refused it: never served
+                    store.close()
+                    _remove_snapshot_files(target)
+                    self._refused = stamp
+                    return None
                 lock_down(store)
             except BaseException:
                 store.close()
                 _remove_snapshot_files(target)
                 raise
-            snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables)
-            self._stamp = stamp
+            snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables, counts)
+            self._stamp, self._refused = stamp, None
         with self._swap:
             old, self._current = self._current, snap
             if old is not None:
@@ -154,6 +190,65 @@ class DataService:
                     old.close()
         log.info("snapshot %d published", snap.generation)
         return snap
+
+    def _inspect(self, store: Store, stamp: tuple[int, ...]) -> dict[str, int] | None:
+        """The guard's look at a snapshot before it is served (row counts if it passes).
+        Values are scanned unless our own sync just wrote them (it scanned them)."""
+        if self.guard is None:
+            return {}
+        from vigie.guard import inside
+        from vigie.guard.service import recorded_policy
+
+        scan, self._synced = not self._synced, False
+        before = self._current.counts if self._current is not None else None
+        results, counts = inside.snapshot(store, recorded_policy(store), before, scan)
+        self.guard.set("store.snapshot", results)
+        return counts if all(r.ok for r in results) else None
+
+    def _make_guard(self, ctx: GuardContext) -> None:
+        from vigie.audit.log import AuditLog
+        from vigie.guard.alerts import Alerter
+        from vigie.guard.netns import Origin
+        from vigie.guard.runner import Guard
+        from vigie.guard.service import PostureSource, build_checks, status_path
+
+        self._posture = PostureSource(ctx, self._recorded_policy)
+        self._origin = Origin(ctx.namespace)
+        audit = AuditLog(ctx.audit_log)
+        self.guard = Guard(build_checks(ctx, self._origin, self._posture),
+                           Alerter(ctx.config.alert_urls), audit,
+                           status_path(self.settings.store))  # fmt: skip
+
+    def _recorded_policy(self) -> Any:
+        from vigie.guard.service import recorded_policy
+
+        with self.view() as (_, view):
+            return recorded_policy(view)
+
+    def start_guard(self, web: WebInfo | None) -> None:
+        """The guard's first round (data stays closed until it ends), then its loop."""
+        if self.guard is None or self.settings.guard is None:
+            self.guard_ready.set()
+            return
+        from vigie.guard.service import web_checks
+
+        if web is not None:
+            assert self._posture is not None
+            self._posture.web = web
+            for check in web_checks(self.settings.guard, web, self._origin):
+                self.guard.checks[check.name] = check
+        self.guard.run_due(force=True)
+        self.guard_ready.set()
+        threading.Thread(target=self.guard.loop, args=(self.stop_event,), name="vigie-guard",
+                         daemon=True).start()  # fmt: skip
+
+    def closed_because(self) -> list[Result] | None:
+        """None when data may be served; else what the guard found (empty: not ready)."""
+        if self.guard is None:
+            return None
+        if not self.guard_ready.is_set():
+            return []
+        return self.guard.failing() or None
 
     @contextmanager
     def reading(self) -> Iterator[Snapshot]:
@@ -264,11 +359,35 @@ class DataService:
             {"check": f.check, "where": f.where, "problem": f.problem, "fix": f.fix} for f in found
         ]
 
+    def op_guard(self, args: dict[str, Any]) -> Any:
+        if self.guard is None:
+            raise NotFound("This server runs without a guard.")
+        if args.get("run"):
+            self.guard.run_due(force=True)
+        return self.guard.status()
+
+    def op_health(self, _: dict[str, Any]) -> Any:
+        """For /healthz (public): open or closed, and the names of the failing checks."""
+        closed = self.closed_because()
+        if closed is None:
+            return {"status": "ok"}
+        names = sorted({r.key.split("[")[0] for r in closed}) or ["guard starting"]
+        return {"status": "closed", "failing": names}
+
+    def op_posture(self, _: dict[str, Any]) -> Any:
+        if self._posture is None:
+            raise NotFound("This server runs without a guard.")
+        return self._posture.current()
+
     # -- the sync schedule -----------------------------------------------------------
 
     def sync_once(self) -> None:
         assert self.settings.sync is not None
         s = self.sync_state
+        if (lowered := self._unapproved()) is not None:
+            s.last_error = f"sync skipped: {lowered}"
+            log.warning("sync skipped: %s", lowered)
+            return
         s.running, s.last_started = True, datetime.now(UTC)
         try:
             with self._write, SyncService(self.settings.sync, self.keys) as service:
@@ -279,7 +398,19 @@ class DataService:
             log.warning("sync failed: %s", exc.message)
         finally:
             s.running, s.last_finished, s.runs = False, datetime.now(UTC), s.runs + 1
+        self._synced = True
         self.publish()
+
+    def _unapproved(self) -> str | None:
+        """Why the policy in force may not be synced (lowered without approval), or None."""
+        if self.settings.guard is None or self._posture is None:
+            return None
+        from vigie.guard.service import posture_check
+
+        result = posture_check(self.settings.guard, self._posture)[0]
+        if not result.ok and "lowered" in result.reason:
+            return result.reason
+        return None
 
     def _schedule(self, first_wait: float) -> None:
         every = self.settings.every
@@ -292,8 +423,8 @@ class DataService:
             try:
                 if self.settings.sync is not None and every:
                     self.sync_once()
-                elif self._primary_stamp() != self._stamp:
-                    self.publish()  # someone else synced the store
+                elif self._primary_stamp() not in (self._stamp, self._refused):
+                    self.publish()  # someone else synced the store, or wrote behind our back
             except VigieError as exc:
                 log.warning("could not publish a snapshot: %s", exc.message)
             wait = max(0.0, (every or self.settings.watch) - (time.monotonic() - started))
@@ -314,6 +445,8 @@ class DataService:
             args = request.get("args") or {}
             if not isinstance(args, dict):
                 raise UsageError("args must be an object.")
+            if op in DATA_OPS and (closed := self.closed_because()) is not None:
+                raise GuardClosed(closed)
             result = self.ops[op](args)
             if isinstance(result, RawJson):  # encoded once per snapshot, sent as is
                 return protocol.raw_line(result.body, result.rows)
@@ -363,6 +496,13 @@ class DataService:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self.guard is not None:
+            if self.guard.alerter is not None:
+                self.guard.alerter.close()
+            if self.guard.audit is not None:
+                self.guard.audit.close()
+        if self._origin is not None:
+            self._origin.close()
         self.socket.unlink(missing_ok=True)
         with self._write, self._swap:
             if self._current is not None:

@@ -8,13 +8,18 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from vigie.errors import Unavailable, UsageError
 
-KEY_VARIABLES = ("VIGIE_KEYFILE", "VIGIE_PSEUDONYM_KEY", "VIGIE_STORE_KEY")
+# secrets the web process must never hold: the keys, and the alert URLs (they carry tokens)
+KEY_VARIABLES = (
+    "VIGIE_KEYFILE", "VIGIE_PSEUDONYM_KEY", "VIGIE_STORE_KEY", "VIGIE_ALERT_URLS",
+    "VIGIE_ADMIN_KEY",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ def wait_ready(launch: WebLaunch, web: subprocess.Popen[bytes], timeout: float =
         try:
             with urllib.request.urlopen(f"http://{launch.host}:{launch.port}/healthz", timeout=1):
                 return
+        except urllib.error.HTTPError:  # it answers (503 while the guard's first round runs)
+            return
         except OSError:
             time.sleep(0.1)
     raise Unavailable(f"The web process did not answer on {launch.url} within {timeout:.0f} s.")

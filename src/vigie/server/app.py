@@ -121,9 +121,14 @@ def _errors(app: FastAPI) -> None:
 
 def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> None:
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        """Liveness only: no data, no authentication."""
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        """Open or closed (and which checks fail), without authentication and without data;
+        the reasons themselves are at /api/guard for admins and responders."""
+        try:
+            health = await data.ask("health", timeout=5.0)
+        except VigieError:
+            health = {"status": "closed", "failing": ["data service not answering"]}
+        return JSONResponse(health, 200 if health.get("status") == "ok" else 503)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
@@ -213,6 +218,13 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
             entries = [e for e in entries if e.get("actor") == actor]
         request.state.rows = min(limit, len(entries))
         return {"entries": entries[-limit:]}
+
+    @app.get("/api/guard")
+    async def guard(request: Request) -> Any:
+        """The guard's checks: each one's last result, reason, fix and when (admin,
+        responder)."""
+        gate.require(request, Action.READ_GUARD)
+        return JSONResponse(await data.ask("guard"))
 
     @app.get("/api/status")
     async def status(request: Request) -> Any:

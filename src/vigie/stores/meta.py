@@ -204,3 +204,12 @@ def readable_between(store: Store, start: datetime, end: datetime) -> list[Reada
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def converged_policy_text(store: Store) -> tuple[int, str] | None:
+    """The run id and policy text of the last run that converged the store (None: none)."""
+    rows = store.rows(
+        f"SELECT r.run_id, p.text FROM {META}.runs r JOIN {META}.policies p USING "
+        f"(policy_sha256) WHERE r.converged_at IS NOT NULL ORDER BY r.run_id DESC LIMIT 1"
+    )
+    return (int(rows[0][0]), str(rows[0][1])) if rows else None
