@@ -21,6 +21,7 @@ import secrets
 import stat
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +94,8 @@ class AuditLog:
         init_audit_key(path)
         self._key = read_audit_key(path)
         self._lock = threading.Lock()
-        self._seq, self._mac = self._tail()
+        with _locked(path, fcntl.LOCK_SH):
+            self._seq, self._mac = self._tail()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
             os.close(fd)
@@ -115,7 +117,7 @@ class AuditLog:
             last = entry if isinstance(entry, dict) else last
         if last is None:
             return 0, GENESIS
-        problems = verify(self.path)
+        problems = _verify(self.path)
         if problems:
             raise AuditError(
                 f"Audit log {self.path} does not verify ({problems[0].kind}: "
@@ -204,8 +206,29 @@ def read_entries(path: Path) -> list[dict[str, Any]]:
     return [e for _, e in _lines(path) if e is not None]
 
 
+@contextmanager
+def _locked(path: Path, how: int) -> Iterator[None]:
+    """Hold a ``flock`` on the log (shared: a consistent read of log and head while a
+    writer in another process appends)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, how)
+        yield
+    finally:
+        os.close(fd)
+
+
 def verify(path: Path) -> list[Problem]:
     """Every tampering found: modified, inserted, deleted or reordered entries, a cut tail."""
+    with _locked(path, fcntl.LOCK_SH):
+        return _verify(path)
+
+
+def _verify(path: Path) -> list[Problem]:
     key = read_audit_key(path)
     problems: list[Problem] = []
     valid: list[tuple[int, dict[str, Any]]] = []
@@ -311,6 +334,10 @@ class ChainWatch:
         self._last: dict[str, Any] | None = None
 
     def problems(self) -> list[Problem]:
+        with _locked(self.path, fcntl.LOCK_SH):
+            return self._problems()
+
+    def _problems(self) -> list[Problem]:
         key = read_audit_key(self.path)
         if not self.path.exists():
             return [] if self._offset == 0 else [Problem("cut", None, f"{self.path} is gone")]
@@ -345,7 +372,7 @@ class ChainWatch:
         return []
 
     def _full(self) -> list[Problem]:
-        problems = verify(self.path)
+        problems = _verify(self.path)
         if not problems:  # e.g. the file was rotated by its owner: start over from here
             data = self.path.read_bytes()
             data = data[: data.rfind(b"\n") + 1]

@@ -139,7 +139,7 @@ def findings_results(findings: list[Finding], prefix: str = "store") -> list[Res
         first = items[0]
         more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
         reason = f"{first.where}: {first.problem}{more}"
-        if check == "foreign" and any(RANSOM.search(f.where) for f in items):
+        if any(RANSOM.search(f.where.split(".")[-1]) for f in items):
             reason = "a ransom-note-like table: " + reason
         out.append(failed(f"{prefix}.{check}", reason, first.fix))
     return out

@@ -323,7 +323,7 @@ def probe_elasticsearch(t: Target, timeout: float) -> Result:
                 check,
                 f"{path} answers with the warning that security features are not enabled",
                 fix,
-                evidence="read: response headers",
+                evidence="read: response headers only; no document",
             )
     open_paths = [p for p, (status, _, _) in answers.items() if 200 <= status < 300]
     if open_paths:
