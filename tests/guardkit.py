@@ -115,7 +115,7 @@ class _Elastic(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.mode == "silent":
             time.sleep(30)
             return
@@ -167,7 +167,7 @@ class Webhook:
             def log_message(self, *args) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 hook.received.append({"at": time.monotonic(), **json.loads(body)})
                 self.send_response(200)

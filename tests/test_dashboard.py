@@ -101,3 +101,28 @@ def test_dashboard_login_charts_filter_suppression_logout(served, browser):
     page.wait_for_url("**/login")
     page.screenshot(path=str(ARTIFACTS / "dashboard-3-logged-out.png"))
     assert not [e for e in errors if "Content Security Policy" in e], errors
+
+
+def test_admins_see_the_guard_and_its_failures_on_the_dashboard(served, browser):
+    """An admin's dashboard shows every check; lowering protection (chmod 644 on the
+    store) turns it red within the guard's interval and the panel's refresh."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(served.url + "/login")
+    page.fill("#key", served.keys["admin"])
+    page.click("#login-button")
+    page.wait_for_url(served.url + "/")
+    page.wait_for_selector("#guard[data-ok='true']")
+    checks = page.locator("#guard-checks tr td:first-child").all_text_contents()
+    assert {"store.modes", "audit.chain", "posture.approved", "api.exposure"} <= set(checks)
+    assert page.locator("#charts section").count() == 0  # an admin reads no KPI
+    served.store.chmod(0o644)
+    try:
+        page.wait_for_selector("#guard[data-ok='false']", timeout=20_000)
+        row = page.locator("#guard-checks tr.FAIL").first
+        assert "store.modes" in row.text_content() and "chmod" in row.text_content()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-4-guard-failing.png"), full_page=True)
+    finally:
+        served.store.chmod(0o600)
+    page.wait_for_selector("#guard[data-ok='true']", timeout=20_000)
+    page.close()

@@ -23,11 +23,11 @@ from conftest import EXAMPLE_POLICY
 from guardkit import Poller, Webhook, host_address, wait_status
 from helpers import synced_fleet
 from serving import Served, approve_running, bootstrap_admin, make_keys, start_serve, stop_serve
+from vigie.access.keys import AccessFile
 from vigie.audit.log import read_entries
 from vigie.errors import Forbidden
 from vigie.guard import inside
 from vigie.guard.approvals import approvals_path, approve
-from vigie.access.keys import AccessFile
 from vigie.serve.protocol import ask, socket_path
 from vigie.stores.duckdb_store import Store
 

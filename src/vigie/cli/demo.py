@@ -78,6 +78,38 @@ def demo(
         _serve(store, keyfile, port)
 
 
+def _approve_posture(store: Path, keyfile: Path, access: object, admin_key: str) -> None:
+    """The guard serves nothing until an admin approved the security posture: the demo's
+    admin approves it the first time (later, a lowering needs two admins)."""
+    from vigie.access.keys import AccessFile
+    from vigie.errors import Forbidden, UsageError
+    from vigie.guard.approvals import approvals_path, approve
+    from vigie.guard.config import load_config
+    from vigie.guard.service import (
+        GuardContext,
+        PostureSource,
+        posture_check,
+        recorded_from_file,
+    )
+    from vigie.keys import load_keys
+
+    assert isinstance(access, AccessFile)
+    ctx = GuardContext(store, load_keys(keyfile), access.path,
+                       store.parent / "audit" / "audit.log", load_config(None))  # fmt: skip
+    source = PostureSource(ctx, lambda: recorded_from_file(ctx))
+    if posture_check(ctx, source)[0].ok:  # a baseline from an earlier run holds
+        return
+    posture = source.current()
+    try:
+        approve(approvals_path(store), access, admin_key, posture)
+        console.print("The guard's security posture is approved (by the demo's admin).")
+    except UsageError:
+        pass  # already the baseline
+    except Forbidden as exc:
+        console.print(f"[yellow]{exc.message}[/] The guard keeps the data closed until two "
+                      "admins approve (`vigie guard approve`).")  # fmt: skip
+
+
 def _serve(store: Path, keyfile: Path, port: int) -> None:
     from datetime import UTC, datetime
 
@@ -89,8 +121,14 @@ def _serve(store: Path, keyfile: Path, port: int) -> None:
     console.rule(
         "[bold]4. The dashboard (API keys, roles, audit log; the web process holds no key)"
     )
-    name = f"demo-analyst-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    key = AccessFile(default_access(store)).create(name, Role.ANALYST, parse_duration("1d"))
+    stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    access = AccessFile(default_access(store))
+    admin = access.create(f"demo-admin-{stamp}", Role.ADMIN, parse_duration("1d"))
+    _approve_posture(store, keyfile, access, admin)
+    name = f"demo-analyst-{stamp}"
+    key = access.create(name, Role.ANALYST, parse_duration("1d"))
+    console.print(f"Admin key demo-admin-{stamp} (the guard's checks; shown once):")
+    typer.echo(admin)
     console.print(f"Analyst key [bold]{name}[/] (valid 1 day, shown once; paste it at the login):")
     typer.echo(key)
     console.print(f"Open [bold]http://127.0.0.1:{port}/[/] (Ctrl-C stops the server).")

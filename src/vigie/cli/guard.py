@@ -60,17 +60,17 @@ def _local_guard(ctx: Any, *, alerts: bool = False) -> Any:
     from vigie.guard.runner import Guard
     from vigie.guard.service import (
         PostureSource,
-        _recorded_from_file,
         build_checks,
+        recorded_from_file,
         status_path,
         store_check,
     )
 
-    source = PostureSource(ctx, lambda: _recorded_from_file(ctx))
+    source = PostureSource(ctx, lambda: recorded_from_file(ctx))
     origin = Origin(ctx.namespace)
     checks = [store_check(ctx, source), *build_checks(ctx, origin, source)]
     if not alerts:
-        return Guard(checks), origin
+        return Guard(checks, status_file=status_path(ctx.store)), origin
     audit = AuditLog(ctx.audit_log) if ctx.audit_log.parent.exists() else None
     return Guard(checks, Alerter(ctx.config.alert_urls), audit, status_path(ctx.store)), origin
 
@@ -188,10 +188,10 @@ def approve(
     if running(store):
         posture = ask(socket_path(store), "posture")
     else:
-        from vigie.guard.service import PostureSource, _recorded_from_file
+        from vigie.guard.service import PostureSource, recorded_from_file
 
         ctx = _context(store, policy, keyfile, guard_config)
-        posture = PostureSource(ctx, lambda: _recorded_from_file(ctx)).current()
+        posture = PostureSource(ctx, lambda: recorded_from_file(ctx)).current()
     outcome = sign_posture(approvals_path(store), AccessFile(default_access(store)), key, posture)
     for change in outcome.changes:
         mark = "[red]lowers[/]" if change.lowers else "ok"

@@ -94,7 +94,7 @@ def audit_files(log: Path) -> list[Result]:
         (key_path(log), "audit key"),
         (head_path(log), "audit head"),
     ):
-        if path.exists() or path == key_path(log):
+        if path.exists():
             out.append(file_mode("files.audit", path, what))
     return out
 

@@ -196,7 +196,7 @@ def store_check(ctx: GuardContext, source: PostureSource) -> Check:
         stamp = _stamp(ctx.store)
         if last.get("stamp") == stamp:
             return list(last["results"])
-        policy = source.policy() if ctx.policy_path else _recorded_from_file(ctx)
+        policy = source.policy() if ctx.policy_path else recorded_from_file(ctx)
         if policy is None:
             return [
                 unknown(
@@ -212,7 +212,7 @@ def store_check(ctx: GuardContext, source: PostureSource) -> Check:
     return Check("store", ctx.config.local_every, run)
 
 
-def _recorded_from_file(ctx: GuardContext) -> Policy | None:
+def recorded_from_file(ctx: GuardContext) -> Policy | None:
     from vigie.stores.duckdb_store import Store
 
     try:

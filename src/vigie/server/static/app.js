@@ -68,9 +68,38 @@ async function load(spec, box) {
   }
 }
 
+async function loadGuard() {
+  const panel = document.getElementById("guard");
+  const status = await api("/api/guard");
+  const verdict = document.getElementById("guard-verdict");
+  verdict.textContent = status.ok ? "every check passes" : `FAILING since ${status.failing_since || "?"}: data closed`;
+  verdict.className = status.ok ? "PASS" : "FAIL";
+  const body = document.getElementById("guard-checks");
+  body.replaceChildren(...status.checks.map((c) => {
+    const row = document.createElement("tr");
+    row.className = c.status;
+    for (const v of [c.check, c.target, c.status, c.reason, c.fix, c.at.slice(11, 19)]) {
+      const cell = document.createElement("td");
+      cell.textContent = v;
+      row.append(cell);
+    }
+    return row;
+  }));
+  panel.hidden = false;
+  panel.dataset.loaded = String(Number(panel.dataset.loaded || 0) + 1);
+  panel.dataset.ok = String(status.ok);
+}
+
 async function main() {
   const me = await api("/api/whoami");
   document.getElementById("who").textContent = `${me.name} (${me.role})`;
+  if (["admin", "responder"].includes(me.role)) {
+    document.getElementById("range").hidden = true;
+    const refresh = () => loadGuard().catch((e) => { document.getElementById("notice").textContent = e.message; });
+    refresh();
+    setInterval(refresh, 5000);
+    return;
+  }
   if (!["analyst", "engineer"].includes(me.role)) {
     document.getElementById("notice").textContent = "Your role does not read KPIs.";
     return;
