@@ -16,6 +16,7 @@ COMMANDS = [
     ["policy", "check"], ["policy", "suggest"], ["keys", "init"], ["sync"], ["demo"],
     ["kpi", "list"], ["kpi", "show"], ["kpi", "chart"], ["kpi", "refresh"], ["store", "verify"],
     ["serve"], ["access", "create"], ["access", "list"], ["access", "revoke"], ["audit", "verify"],
+    ["guard", "check"], ["guard", "run"], ["guard", "status"], ["guard", "approve"],
 ]  # fmt: skip
 
 
@@ -50,3 +51,12 @@ def test_every_shipped_kpi_is_documented():
 
     text = (DOCS / "kpi.md").read_text()
     assert all(f"`{name}`" in text for name in load_metrics().kpis)
+
+
+def test_every_probe_kind_and_guard_setting_is_documented():
+    from vigie.guard.config import ALIASES, KINDS
+
+    text = (DOCS / "guard.md").read_text()
+    words = [*KINDS, *ALIASES, "every", "local", "probes", "alerts_file", "targets", "users"]
+    missing = [w for w in words if f"`{w}`" not in text and f"{w}:" not in text]
+    assert not missing, f"undocumented in docs/guard.md: {missing}"

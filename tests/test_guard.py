@@ -330,3 +330,23 @@ def test_stale_namespaces_of_a_killed_guard_are_removed():
 
 
 _ = (shutil, threading, time)
+
+
+def test_rows_wiped_behind_vigies_back_are_a_sign_of_compromise_a_synced_purge_is_not(tmp_path):
+    from helpers import synced_fleet
+    from vigie.guard.inside import census, vanished
+    from vigie.stores.duckdb_store import Store
+
+    _, store, keys = synced_fleet(tmp_path, users=400, days=2, seed=4)
+    with Store(store, keys) as s:
+        before = census(s)
+        s.con.execute("DELETE FROM connection_events WHERE hash(id) % 10 <> 0")  # 90% gone
+        now = census(s)
+        wiped = vanished(s, before, now)
+        assert [r.check for r in wiped] == ["store.rows"] and "connection_events" in wiped[0].reason
+        gone = before.rows["connection_events"] - now.rows["connection_events"]
+        s.con.execute(  # as if a vigie sync had reconciled deletes from production
+            "INSERT INTO _vigie.table_runs VALUES (?, 'connection_events', 0, 0, ?, 0.1, 'ok')",
+            [before.run_id + 1, gone],
+        )
+        assert vanished(s, before, census(s)) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,7 @@ from vigie.stores.checks import (
     verify_store,
 )
 from vigie.stores.duckdb_store import Store, q
+from vigie.stores.meta import META
 
 RANSOM = re.compile(
     r"read_?me|readme|meow|ransom|recover|decrypt|bitcoin|btc|pwned|hacked|warning|how_to|"
@@ -151,13 +153,45 @@ def store_full(path: Path, policy: Policy, keys: Keys) -> list[Result]:
     return found or [passed("store.verify", "the store conforms to the policy (store verify)")]
 
 
+@dataclass(frozen=True)
+class Census:
+    """A snapshot's row count per table, and the last sync run it holds."""
+
+    run_id: int
+    rows: dict[str, int]
+
+
+def census(store: Store) -> Census:
+    (run,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
+    rows = {t: int(store.rows(f"SELECT COUNT(*) FROM {q(t)}")[0][0]) for t in store.table_names()}
+    return Census(int(run), rows)
+
+
+def vanished(store: Store, before: Census, now: Census) -> list[Result]:
+    """Tables that lost most of their rows at once, beyond what vigie's own sync runs since
+    ``before`` deleted (a purge synced from production is explained; a wipe is not)."""
+    deleted = dict(store.rows(
+        f"SELECT table_name, SUM(deleted) FROM {META}.table_runs WHERE run_id > ? "
+        "GROUP BY table_name", [before.run_id]))  # fmt: skip
+    out = []
+    for table, n in sorted(before.rows.items()):
+        left = now.rows.get(table, 0)
+        unexplained = n - left - int(deleted.get(table) or 0)
+        if unexplained >= DROP_MIN and left < n * (1 - DROP_SHARE):
+            out.append(failed("store.rows", f"{table}: {n:,} rows → {left:,} at once, "
+                              f"{unexplained:,} of them not deleted by a vigie sync",
+                              "A sudden drop is a sign of tampering: check the audit log and "
+                              "who opened the store before serving again."))  # fmt: skip
+    return out
+
+
 def snapshot(
-    store: Store, policy: Policy | None, before: dict[str, int] | None, scan: bool
-) -> tuple[list[Result], dict[str, int]]:
+    store: Store, policy: Policy | None, before: Census | None, scan: bool
+) -> tuple[list[Result], Census]:
     """What a snapshot about to be served must pass: it holds what its policy copies and
     nothing else, no foreign (ransom-note) table, no kept value that looks like PII (when
     ``scan``), and no table lost most of its rows at once."""
-    counts = {t: int(store.rows(f"SELECT COUNT(*) FROM {q(t)}")[0][0]) for t in store.table_names()}
+    counts = census(store)
     if policy is None:
         return [
             unknown(
@@ -179,21 +213,13 @@ def snapshot(
             )
         ], counts
     out = findings_results(findings)
-    for table, n in sorted((before or {}).items()):
-        now = counts.get(table, 0)
-        if n - now >= DROP_MIN and now < n * (1 - DROP_SHARE):
-            out.append(
-                failed(
-                    "store.rows",
-                    f"{table}: {n:,} rows → {now:,} at once",
-                    "A sudden drop is a sign of tampering or a wiped source: check "
-                    "the audit log and the last runs before serving again.",
-                )
-            )
+    if before is not None:
+        out += vanished(store, before, counts)
     return out or [
         passed(
             "store.snapshot",
-            f"{len(counts)} tables conform{' (values scanned)' if scan else ''}; no foreign table",
+            f"{len(counts.rows)} tables conform{' (values scanned)' if scan else ''}; "
+            "no foreign table",
         )
     ], counts
 

@@ -18,7 +18,7 @@ from vigie.guard.approvals import approvals_path, read_ledger
 from vigie.guard.config import GuardConfig
 from vigie.guard.model import Result, failed, passed, unknown
 from vigie.guard.netns import HOST_ORIGIN, Origin
-from vigie.guard.posture import compare, make_posture
+from vigie.guard.posture import Change, compare, make_posture, posture_hash
 from vigie.guard.probes import probe
 from vigie.guard.runner import Check
 from vigie.keys import Keys
@@ -91,51 +91,53 @@ class PostureSource:
         return make_posture(self.policy(), exposure, self.ctx.config, keys, admins, self._k)
 
 
-def posture_check(ctx: GuardContext, source: PostureSource) -> list[Result]:
+@dataclass(frozen=True)
+class PostureVerdict:
+    result: Result
+    lowered: list[Change]  # changes that lower security and lack their approvals
+
+
+def posture_verdict(ctx: GuardContext, source: PostureSource) -> PostureVerdict:
     check = "posture.approved"
     approve = f"vigie guard approve --store {ctx.store}"
     current = source.current()
     ledger = read_ledger(approvals_path(ctx.store), source.access)
     if ledger.problems:
-        return [
+        return PostureVerdict(
             failed(
                 check,
                 f"the approvals file does not verify: {ledger.problems[0]}",
                 "Keep it as evidence; the admins must sort it out.",
-            )
-        ]
+            ),
+            [],
+        )
     if ledger.baseline is None:
-        return [
+        return PostureVerdict(
             failed(
                 check,
                 "no approved security posture yet",
                 f"An admin approves the current one: {approve}",
-            )
-        ]
+            ),
+            [],
+        )
     changes = compare(ledger.baseline, current)
     lowered = [c for c in changes if c.lowers and c.what != "admins"]
     if lowered:
-        from vigie.guard.posture import posture_hash
-
         signers = sorted(ledger.pending.get(posture_hash(current), set()))
         have = f"approved so far by {', '.join(signers)}" if signers else "approved by nobody"
-        return [
-            failed(
-                check,
-                f"security lowered without two approvals ({have}): "
-                + "; ".join(str(c) for c in lowered[:5]),
-                f"Revert the change, or two different admins run: {approve}",
-            )
-        ]
+        reason = f"security lowered without two approvals ({have}): " + "; ".join(
+            str(c) for c in lowered[:5]
+        )
+        fix = f"Revert the change, or two different admins run: {approve}"
+        return PostureVerdict(failed(check, reason, fix), lowered)
     note = "; ".join(str(c) for c in changes[:3])
     by = ", ".join(ledger.approved_by)
-    return [
-        passed(
-            check,
-            f"the posture approved by {by} at {ledger.approved_at} is in force"
-            + (f" (not lowering: {note})" if note else ""),
-        )
-    ]
+    reason = f"the posture approved by {by} at {ledger.approved_at} is in force"
+    return PostureVerdict(passed(check, reason + (f" (not lowering: {note})" if note else "")), [])
+
+
+def posture_check(ctx: GuardContext, source: PostureSource) -> list[Result]:
+    return [posture_verdict(ctx, source).result]
 
 
 def file_checks(ctx: GuardContext) -> list[Result]:

@@ -37,6 +37,7 @@ from vigie.errors import (
     UsageError,
     VigieError,
 )
+from vigie.guard.inside import Census
 from vigie.guard.model import Result
 from vigie.keys import Keys
 from vigie.kpi.engine import ROLLUPS, KpiResult, default_range, has_registry, lock_down, run_kpi
@@ -81,7 +82,7 @@ class Snapshot:
     store: Store
     published_at: datetime
     tables: frozenset[str]
-    counts: dict[str, int] = field(default_factory=dict)
+    census: Census | None = None
     users: int = 0
     retired: bool = False
     cache: OrderedDict[str, Any] = field(default_factory=OrderedDict)
@@ -169,8 +170,8 @@ class DataService:
                 raise
             try:
                 tables = frozenset(store.table_names())
-                counts = self._inspect(store, stamp)
-                if counts is None:  # the guard refused it: never served
+                counts = self._inspect(store)
+                if counts is False:  # the guard refused it: never served
                     store.close()
                     _remove_snapshot_files(target)
                     self._refused = stamp
@@ -180,7 +181,8 @@ class DataService:
                 store.close()
                 _remove_snapshot_files(target)
                 raise
-            snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables, counts)
+            census = counts if isinstance(counts, Census) else None
+            snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables, census)
             self._stamp, self._refused = stamp, None
         with self._swap:
             old, self._current = self._current, snap
@@ -191,19 +193,20 @@ class DataService:
         log.info("snapshot %d published", snap.generation)
         return snap
 
-    def _inspect(self, store: Store, stamp: tuple[int, ...]) -> dict[str, int] | None:
-        """The guard's look at a snapshot before it is served (row counts if it passes).
-        Values are scanned unless our own sync just wrote them (it scanned them)."""
+    def _inspect(self, store: Store) -> Census | bool:
+        """The guard's look at a snapshot before it is served: its census if it passes,
+        False if not. Values are scanned unless our own sync just wrote them (it scanned
+        them)."""
         if self.guard is None:
-            return {}
+            return True
         from vigie.guard import inside
         from vigie.guard.service import recorded_policy
 
         scan, self._synced = not self._synced, False
-        before = self._current.counts if self._current is not None else None
+        before = self._current.census if self._current is not None else None
         results, counts = inside.snapshot(store, recorded_policy(store), before, scan)
         self.guard.set("store.snapshot", results)
-        return counts if all(r.ok for r in results) else None
+        return counts if all(r.ok for r in results) else False
 
     def _make_guard(self, ctx: GuardContext) -> None:
         from vigie.audit.log import AuditLog
@@ -405,12 +408,10 @@ class DataService:
         """Why the policy in force may not be synced (lowered without approval), or None."""
         if self.settings.guard is None or self._posture is None:
             return None
-        from vigie.guard.service import posture_check
+        from vigie.guard.service import posture_verdict
 
-        result = posture_check(self.settings.guard, self._posture)[0]
-        if not result.ok and "lowered" in result.reason:
-            return result.reason
-        return None
+        verdict = posture_verdict(self.settings.guard, self._posture)
+        return verdict.result.reason if verdict.lowered else None
 
     def _schedule(self, first_wait: float) -> None:
         every = self.settings.every
