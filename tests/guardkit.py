@@ -222,3 +222,22 @@ def wait_status(url: str, want: int, timeout: float = 20.0) -> float:
 
 
 __all__ = ["free_port"]
+
+
+def fake_http(status: int, body: bytes) -> tuple[http.server.ThreadingHTTPServer, int]:
+    """An HTTP server answering every GET with ``status`` and ``body`` (Kibana, ClickHouse)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]

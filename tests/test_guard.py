@@ -350,3 +350,40 @@ def test_rows_wiped_behind_vigies_back_are_a_sign_of_compromise_a_synced_purge_i
             [before.run_id + 1, gone],
         )
         assert vanished(s, before, census(s)) == []
+
+
+def test_each_check_can_have_its_own_interval_and_slowing_one_lowers_security(tmp_path):
+    path = tmp_path / "guard.yaml"
+    path.write_text("every: {local: 2s, probes: 1m, audit.chain: 500ms}\n")
+    config = load_config(path)
+    assert config.every("audit.chain") == 0.5
+    assert config.every("files") == 2.0 and config.every("api.auth") == 60.0
+    base = make_posture(None, "loopback", config, {}, {}, None)
+    slower = make_posture(None, "loopback", GuardConfig(2.0, 60.0), {}, {}, None)
+    assert [str(c) for c in compare(base, slower) if c.lowers] == [
+        "intervals: audit.chain checks every 0.5s → its group's"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "open_answer", "closed_answer"),
+    [
+        ("kibana", (200, b'{"status":{"overall":{"level":"available"}}}'), (401, b"{}")),
+        (
+            "clickhouse",
+            (200, b"1\n"),
+            (516, b"Code: 516. DB::Exception: default: Authentication failed"),
+        ),
+    ],
+)
+def test_kibana_and_clickhouse_probes(origin, kind, open_answer, closed_answer):
+    from guardkit import fake_http
+
+    for (status, body), want in ((open_answer, Status.FAIL), (closed_answer, Status.PASS)):
+        server, port = fake_http(status, body)
+        try:
+            result, _ = run_probe(origin, kind, host_address(), port)
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert result.status is want, result

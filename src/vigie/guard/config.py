@@ -3,7 +3,7 @@
 Alert channels are apprise URLs, which carry tokens: they come from ``VIGIE_ALERT_URLS``
 (whitespace-separated) or a 0600 file named by ``alerts_file``, never from this file.
 
-    every: {local: 5s, probes: 30s}
+    every: {local: 5s, probes: 30s, audit.chain: 10s}   # groups, or one check by name
     alerts_file: /etc/vigie/alerts       # optional
     targets:
       - {name: prod-pg, kind: postgres, address: 10.0.0.5:5432, users: [postgres, app]}
@@ -36,6 +36,11 @@ ALIASES = {"mariadb": "mysql", "opensearch": "elasticsearch", "postgresql": "pos
 HTTP_KINDS = {"elasticsearch", "kibana", "clickhouse"}
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
 ALERT_VARIABLE = "VIGIE_ALERT_URLS"
+# every check the guard runs, and the group whose interval it takes unless set by name
+CHECK_GROUPS = {
+    "files": "local", "audit.chain": "local", "posture.approved": "local", "store": "local",
+    "serve.bind": "local", "api.exposure": "local", "api.auth": "probes", "targets": "probes",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,14 @@ class GuardConfig:
     targets: tuple[Target, ...] = ()
     alert_urls: tuple[str, ...] = field(default=(), repr=False)
     source: str = "(defaults)"
+    intervals: tuple[tuple[str, float], ...] = ()  # per check, by name
+
+    def every(self, check: str) -> float:
+        """The interval of ``check``: its own if set, else its group's."""
+        own = dict(self.intervals).get(check)
+        if own is not None:
+            return own
+        return self.probe_every if CHECK_GROUPS.get(check) == "probes" else self.local_every
 
 
 def load_config(path: Path | None) -> GuardConfig:
@@ -83,21 +96,18 @@ def load_config(path: Path | None) -> GuardConfig:
         ) from None
     root = parse(text, str(path))
     top = _mapping(root, str(path), {"every", "targets", "alerts_file"})
-    every = _mapping(top["every"], str(path), {"local", "probes"}) if "every" in top else {}
+    known = {"local", "probes", *CHECK_GROUPS}
+    every = _mapping(top["every"], str(path), known) if "every" in top else {}
     local = _seconds(every["local"], str(path)) if "local" in every else 5.0
     probes = _seconds(every["probes"], str(path)) if "probes" in every else 30.0
+    own = tuple(sorted((n, _seconds(v, str(path))) for n, v in every.items() if n in CHECK_GROUPS))
     targets = tuple(_target(n, str(path)) for n in _list(top.get("targets"), str(path)))
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise PolicyError(f"{path}: two targets share a name.", hint="Give each its own name.")
     alerts_file = top.get("alerts_file")
-    return GuardConfig(
-        local,
-        probes,
-        targets,
-        _alerts(Path(str(alerts_file.value)) if alerts_file else None),
-        str(path),
-    )
+    alerts = _alerts(Path(str(alerts_file.value)) if alerts_file else None)
+    return GuardConfig(local, probes, targets, alerts, str(path), own)
 
 
 def _where(file: str, node: Node) -> str:
@@ -191,7 +201,11 @@ def _alerts(path: Path | None) -> tuple[str, ...]:
 def as_json(config: GuardConfig) -> dict[str, Any]:
     """What the posture records of the settings (never an alert URL: they carry tokens)."""
     return {
-        "every": {"local": config.local_every, "probes": config.probe_every},
+        "every": {
+            "local": config.local_every,
+            "probes": config.probe_every,
+            **dict(config.intervals),
+        },
         "targets": sorted(t.describe() for t in config.targets),
         "alert_channels": len(config.alert_urls),
     }

@@ -141,8 +141,10 @@ def _guard_changes(a: dict[str, Any], c: dict[str, Any]) -> list[Change]:
                 c["alert_channels"] < a["alert_channels"],
             )
         )
-    for name in ("local", "probes"):
-        was, now = a["every"][name], c["every"][name]
+    for name in sorted(set(a["every"]) | set(c["every"])):
+        was, now = a["every"].get(name), c["every"].get(name)
         if was != now:
-            out.append(Change("intervals", f"{name} checks every {was:g}s → {now:g}s", now > was))
+            lowers = now is None or (was is not None and now > was)  # slower, or back to a group's
+            shown = f"{was:g}s" if was else "its group's", f"{now:g}s" if now else "its group's"
+            out.append(Change("intervals", f"{name} checks every {shown[0]} → {shown[1]}", lowers))
     return out

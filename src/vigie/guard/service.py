@@ -166,26 +166,26 @@ def audit_check(ctx: GuardContext, watch: ChainWatch) -> list[Result]:
 
 def build_checks(ctx: GuardContext, origin: Origin, source: PostureSource) -> list[Check]:
     """The checks every guard runs: files, audit chain, posture, the targets."""
-    local, probes = ctx.config.local_every, ctx.config.probe_every
+    every = ctx.config.every
     watch = ChainWatch(ctx.audit_log)
     checks = [
-        Check("files", local, lambda: file_checks(ctx)),
-        Check("audit.chain", local, lambda: audit_check(ctx, watch)),
-        Check("posture.approved", local, lambda: posture_check(ctx, source)),
+        Check("files", every("files"), lambda: file_checks(ctx)),
+        Check("audit.chain", every("audit.chain"), lambda: audit_check(ctx, watch)),
+        Check("posture.approved", every("posture.approved"), lambda: posture_check(ctx, source)),
     ]
     if ctx.config.targets:
-        checks.append(Check("targets", probes, lambda: target_checks(ctx, origin)))
+        checks.append(Check("targets", every("targets"), lambda: target_checks(ctx, origin)))
     return checks
 
 
 def web_checks(ctx: GuardContext, web: WebInfo, origin: Origin) -> list[Check]:
     """The running server's: its listeners, and its API probed from outside."""
-    local, probes = ctx.config.local_every, ctx.config.probe_every
+    every = ctx.config.every
     return [
-        Check("serve.bind", local, lambda: [inside.listeners(web.pid, web.tls)]),
-        Check("api.exposure", local, lambda: [api_exposure(web, origin)]),
-        # a request per route, each one audited: at the probes' pace
-        Check("api.auth", probes, lambda: [api_auth(web, origin)]),
+        Check("serve.bind", every("serve.bind"), lambda: [inside.listeners(web.pid, web.tls)]),
+        Check("api.exposure", every("api.exposure"), lambda: [api_exposure(web, origin)]),
+        # a request per route, each one audited: at the probes' pace by default
+        Check("api.auth", every("api.auth"), lambda: [api_auth(web, origin)]),
     ]
 
 
@@ -211,7 +211,7 @@ def store_check(ctx: GuardContext, source: PostureSource) -> Check:
         last.update(stamp=stamp, results=results)
         return results
 
-    return Check("store", ctx.config.local_every, run)
+    return Check("store", ctx.config.every("store"), run)
 
 
 def recorded_from_file(ctx: GuardContext) -> Policy | None:
