@@ -221,3 +221,31 @@ def test_serve_restarted_off_loopback_without_tls_never_serves(tmp_path, world):
 
 
 _ = (Served, approve_running)
+
+
+def test_a_value_planted_between_scheduled_syncs_is_caught_before_the_next_publish(tmp_path):
+    """With `--every`, the schedule still watches the store between syncs, and a sync that
+    finds the store changed behind its back scans everything before publishing."""
+    dsn, store, keys = synced_fleet(tmp_path, users=300, days=2, seed=8)
+    api_keys = make_keys(store)
+    served = start_serve(store, tmp_path / "keys", "--sync-from", str(dsn), "--policy",
+                         str(EXAMPLE_POLICY), "--every", "3s")  # fmt: skip
+    poller = Poller(served.url, api_keys["analyst"])
+    try:
+        wait_status(served.url, 200)
+        ((dev, firmware),) = _with_store(store, keys, "SELECT id, firmware FROM devices LIMIT 1")
+        t0 = time.monotonic()
+        _with_store(store, keys, "UPDATE devices SET firmware = 'bob@example.org' WHERE id = ?",
+                    [dev])  # fmt: skip
+        wait_status(served.url, 503, timeout=15)
+        first = poller.first(503, t0)
+        assert first is not None and first - t0 <= DEADLINE
+        time.sleep(4)  # a scheduled sync runs meanwhile: it must not publish the planted value
+        assert [s for t, s in poller.seen if t > first] and all(
+            s == 503 for t, s in poller.seen if t > first
+        )
+        _with_store(store, keys, "UPDATE devices SET firmware = ? WHERE id = ?", [firmware, dev])
+        wait_status(served.url, 200, timeout=20)
+    finally:
+        poller.stop()
+        stop_serve(served)

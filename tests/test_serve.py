@@ -433,6 +433,33 @@ def test_audit_verify_finds_each_kind_of_tampering(tmp_path, kind, edit):
     assert kind in {p.kind for p in problems}, problems
 
 
+@pytest.mark.parametrize(("kind", "edit"), [
+    ("modified", lambda ls: [*ls[:3], ls[3].replace('"rows":3', '"rows":300'), *ls[4:]]),
+    ("deleted", lambda ls: ls[:3] + ls[4:]),
+    ("inserted", lambda ls: [*ls[:5], ls[2], *ls[5:]]),
+    ("reordered", lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]),
+    ("cut", lambda ls: ls[:-2]),
+    ("appended", lambda ls: [*ls, ls[-1].replace('"rows":7', '"rows":8')]),
+])  # fmt: skip
+def test_the_guards_incremental_watch_sees_each_kind_of_tampering(tmp_path, kind, edit):
+    """``ChainWatch`` (what the guard runs every few seconds) re-hashes what it verified
+    instead of re-verifying it; every tampering is still seen, and a restored log passes."""
+    from vigie.audit.log import ChainWatch
+
+    log = _chain(tmp_path)
+    watch = ChainWatch(log)
+    assert watch.problems() == []
+    original = log.read_bytes()
+    _rewrite(log, edit)
+    assert watch.problems() != [], kind
+    log.write_bytes(original)
+    assert watch.problems() == []
+    audit = AuditLog(log)
+    audit.append(actor="bob", status=200)
+    audit.close()
+    assert watch.problems() == []  # new entries are verified one by one
+
+
 def test_audit_verify_cli_fails_on_a_tampered_log(tmp_path):
     import subprocess
     import sys

@@ -323,15 +323,22 @@ def _why(exc: Exception) -> str:
 
 
 class ChainWatch:
-    """``verify`` made incremental, for a guard that checks every few seconds: the part of
-    the log already verified is re-hashed (SHA-256, fast) instead of re-verified; only new
-    entries are checked entry by entry. Any doubt falls back to the full ``verify``."""
+    """``verify`` made incremental, for a guard that checks every few seconds. The part of
+    the log already verified is kept as SHA-256 digests of ~1 MiB chunks: each check
+    re-hashes it (fast) instead of re-verifying it, and a changed chunk is reported at once
+    with the line it starts at. Only new entries are verified entry by entry (MAC, seq,
+    prev), then the head. The first check verifies the whole log this way."""
+
+    CHUNK = 1 << 20
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._offset = 0
-        self._digest = hashlib.sha256(b"").hexdigest()
+        self._chunks: list[tuple[int, int, str]] = []  # (start, end, sha256) of verified bytes
         self._last: dict[str, Any] | None = None
+
+    @property
+    def _offset(self) -> int:
+        return self._chunks[-1][1] if self._chunks else 0
 
     def problems(self) -> list[Problem]:
         with _locked(self.path, fcntl.LOCK_SH):
@@ -341,42 +348,48 @@ class ChainWatch:
         key = read_audit_key(self.path)
         if not self.path.exists():
             return [] if self._offset == 0 else [Problem("cut", None, f"{self.path} is gone")]
-        with self.path.open("rb") as fh:
-            prefix = fh.read(self._offset)
-            rest = fh.read()
-        if len(prefix) < self._offset or hashlib.sha256(prefix).hexdigest() != self._digest:
-            return self._full()
-        complete = rest[: rest.rfind(b"\n") + 1]
+        data = self.path.read_bytes()
+        changed = self._changed(data)
+        if changed:
+            return changed
+        new = data[self._offset : data.rfind(b"\n") + 1]
         last, valid = self._last, []
-        for raw in complete.splitlines():
+        line = data.count(b"\n", 0, self._offset)
+        for raw in new.splitlines():
+            line += 1
             try:
                 entry = json.loads(raw)
             except ValueError:
-                return self._full()
-            want_seq = int(last["seq"]) + 1 if last else 1
-            want_prev = str(last["mac"]) if last else GENESIS
-            follows = isinstance(entry, dict) and (entry.get("seq"), entry.get("prev")) == (
-                want_seq,
-                want_prev,
-            )
-            if not (follows and _mac_ok(key, entry)):
-                return self._full()
+                return [Problem("modified", line, "not a JSON entry")]
+            want = (int(last["seq"]) + 1, str(last["mac"])) if last else (1, GENESIS)
+            if not isinstance(entry, dict) or not _mac_ok(key, entry):
+                return [Problem("modified", line, "the entry's MAC does not match its content")]
+            if (entry.get("seq"), entry.get("prev")) != want:
+                return [Problem("inserted", line, f"entry {entry.get('seq')} does not follow "
+                                f"entry {want[0] - 1}")]  # fmt: skip
             last = entry
-            valid.append((0, entry))
+            valid.append((line, entry))
         head = _head(self.path, key, ([(0, self._last)] if self._last else []) + valid)
         if head:
-            return self._full()
-        self._digest = hashlib.sha256(prefix + complete).hexdigest()
-        self._offset += len(complete)
+            return head
+        self._extend(data, self._offset + len(new))
         self._last = last
         return []
 
-    def _full(self) -> list[Problem]:
-        problems = _verify(self.path)
-        if not problems:  # e.g. the file was rotated by its owner: start over from here
-            data = self.path.read_bytes()
-            data = data[: data.rfind(b"\n") + 1]
-            self._offset, self._digest = len(data), hashlib.sha256(data).hexdigest()
-            entries = [e for _, e in _lines(self.path) if e is not None]
-            self._last = entries[-1] if entries else None
-        return problems
+    def _changed(self, data: bytes) -> list[Problem]:
+        if len(data) < self._offset:
+            return [Problem("cut", None, f"the log is {len(data):,} bytes, shorter than the "
+                            f"{self._offset:,} bytes already verified")]  # fmt: skip
+        for start, end, digest in self._chunks:
+            if hashlib.sha256(data[start:end]).hexdigest() != digest:
+                line = data.count(b"\n", 0, start) + 1
+                return [Problem("modified", line, "entries already verified were changed "
+                                f"(in the {end - start:,} bytes from line {line})")]  # fmt: skip
+        return []
+
+    def _extend(self, data: bytes, end: int) -> None:
+        start = self._offset
+        if self._chunks and self._chunks[-1][1] - self._chunks[-1][0] < self.CHUNK:
+            start = self._chunks.pop()[0]  # grow the last chunk up to CHUNK bytes
+        if end > start:
+            self._chunks.append((start, end, hashlib.sha256(data[start:end]).hexdigest()))

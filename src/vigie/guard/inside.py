@@ -17,6 +17,7 @@ from vigie.keys import Keys
 from vigie.policy.model import Policy
 from vigie.stores.checks import (
     Finding,
+    check_encrypted,
     check_foreign,
     check_modes,
     check_scan,
@@ -201,7 +202,8 @@ def snapshot(
             )
         ], counts
     try:
-        findings = list(check_schema(store, policy)) + list(check_foreign(store, policy))
+        findings = [*check_encrypted(store), *check_schema(store, policy),
+                    *check_foreign(store, policy)]  # fmt: skip
         if scan:
             findings += list(check_scan(store, policy))
     except duckdb.Error as exc:

@@ -170,8 +170,8 @@ class DataService:
                 raise
             try:
                 tables = frozenset(store.table_names())
-                counts = self._inspect(store)
-                if counts is False:  # the guard refused it: never served
+                fit, census = self._inspect(store)
+                if not fit:  # the guard refused it: never served
                     store.close()
                     _remove_snapshot_files(target)
                     self._refused = stamp
@@ -181,7 +181,6 @@ class DataService:
                 store.close()
                 _remove_snapshot_files(target)
                 raise
-            census = counts if isinstance(counts, Census) else None
             snap = Snapshot(self._generation, target, store, datetime.now(UTC), tables, census)
             self._stamp, self._refused = stamp, None
         with self._swap:
@@ -193,20 +192,20 @@ class DataService:
         log.info("snapshot %d published", snap.generation)
         return snap
 
-    def _inspect(self, store: Store) -> Census | bool:
-        """The guard's look at a snapshot before it is served: its census if it passes,
-        False if not. Values are scanned unless our own sync just wrote them (it scanned
-        them)."""
+    def _inspect(self, store: Store) -> tuple[bool, Census | None]:
+        """The guard's look at a snapshot before it is served: whether it may be, and its
+        census (row counts) for the next one. Values are scanned unless our own sync just
+        wrote them (it scanned them) with no one else writing in between."""
         if self.guard is None:
-            return True
+            return True, None
         from vigie.guard import inside
         from vigie.guard.service import recorded_policy
 
         scan, self._synced = not self._synced, False
         before = self._current.census if self._current is not None else None
-        results, counts = inside.snapshot(store, recorded_policy(store), before, scan)
+        results, census = inside.snapshot(store, recorded_policy(store), before, scan)
         self.guard.set("store.snapshot", results)
-        return counts if all(r.ok for r in results) else False
+        return all(r.ok for r in results), census
 
     def _make_guard(self, ctx: GuardContext) -> None:
         from vigie.audit.log import AuditLog
@@ -392,6 +391,7 @@ class DataService:
             log.warning("sync skipped: %s", lowered)
             return
         s.running, s.last_started = True, datetime.now(UTC)
+        untouched = self._primary_stamp() == self._stamp  # nobody wrote since we published
         try:
             with self._write, SyncService(self.settings.sync, self.keys) as service:
                 report = service.run_once()
@@ -401,7 +401,7 @@ class DataService:
             log.warning("sync failed: %s", exc.message)
         finally:
             s.running, s.last_finished, s.runs = False, datetime.now(UTC), s.runs + 1
-        self._synced = True
+        self._synced = untouched  # else the store was changed behind our back: scan it all
         self.publish()
 
     def _unapproved(self) -> str | None:
@@ -414,23 +414,26 @@ class DataService:
         return verdict.result.reason if verdict.lowered else None
 
     def _schedule(self, first_wait: float) -> None:
-        every = self.settings.every
-        self.sync_state.next_at = (
-            datetime.now(UTC) + timedelta(seconds=first_wait) if every else None
-        )
-        self.stop_event.wait(first_wait)
-        while not self.stop_event.is_set():
-            started = time.monotonic()
+        """Scheduled syncs (start to start), and between them, every ``watch`` seconds, a
+        look for a store changed by someone else: a `vigie sync` elsewhere, or a write
+        behind vigie's back, which the guard then inspects before it is served."""
+        every = self.settings.every if self.settings.sync is not None else None
+        next_sync = time.monotonic() + first_wait if every else None
+        while True:
+            if next_sync is not None:
+                left = max(0.0, next_sync - time.monotonic())
+                self.sync_state.next_at = datetime.now(UTC) + timedelta(seconds=left)
+            wait = self.settings.watch if next_sync is None else min(self.settings.watch, left)
+            if self.stop_event.wait(wait):
+                return
             try:
-                if self.settings.sync is not None and every:
+                if next_sync is not None and every and time.monotonic() >= next_sync:
+                    next_sync = time.monotonic() + every
                     self.sync_once()
                 elif self._primary_stamp() not in (self._stamp, self._refused):
                     self.publish()  # someone else synced the store, or wrote behind our back
             except VigieError as exc:
                 log.warning("could not publish a snapshot: %s", exc.message)
-            wait = max(0.0, (every or self.settings.watch) - (time.monotonic() - started))
-            self.sync_state.next_at = datetime.now(UTC) + timedelta(seconds=wait) if every else None
-            self.stop_event.wait(wait)
 
     # -- the socket ------------------------------------------------------------------
 

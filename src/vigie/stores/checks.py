@@ -64,7 +64,7 @@ def verify_store(path: Path, policy: Policy, keys: Keys) -> list[Finding]:
         findings.append(Finding("keys", str(path), exc.message, exc.hint or "Use its keyfile."))
         return findings
     with store:
-        findings += _check_encrypted(store)
+        findings += check_encrypted(store)
         findings += check_schema(store, policy)
         findings += check_foreign(store, policy)
         findings += check_scan(store, policy)
@@ -92,7 +92,7 @@ def check_modes(path: Path) -> Iterator[Finding]:
             )
 
 
-def _check_encrypted(store: Store) -> Iterator[Finding]:
+def check_encrypted(store: Store) -> Iterator[Finding]:
     (encrypted,) = store.rows(
         "SELECT encrypted FROM duckdb_databases() WHERE database_name = 'store'"
     )[0]
