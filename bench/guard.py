@@ -47,6 +47,7 @@ def main() -> None:
     from guardkit import Poller, host_address, wait_status
     from helpers import synced_fleet
     from serving import make_keys, start_serve, stop_serve
+    from vigie.errors import StoreError
     from vigie.stores.duckdb_store import Store
 
     work = Path(os.environ.get("BENCH_DIR", "/tmp/vigie-bench-guard"))
@@ -67,7 +68,7 @@ def main() -> None:
             try:
                 with Store(store, keys) as s:
                     return s.con.execute(sql, params or []).fetchall()
-            except duckdb.IOException:
+            except (duckdb.IOException, StoreError):
                 time.sleep(0.05)
         raise RuntimeError("store busy")
 

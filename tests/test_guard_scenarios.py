@@ -25,7 +25,7 @@ from helpers import synced_fleet
 from serving import Served, approve_running, bootstrap_admin, make_keys, start_serve, stop_serve
 from vigie.access.keys import AccessFile
 from vigie.audit.log import read_entries
-from vigie.errors import Forbidden
+from vigie.errors import Forbidden, StoreError
 from vigie.guard import inside
 from vigie.guard.approvals import approvals_path, approve
 from vigie.serve.protocol import ask, socket_path
@@ -90,7 +90,7 @@ def _with_store(store: Path, keys, sql: str, params=None):
         try:
             with Store(store, keys) as s:
                 return s.con.execute(sql, params or []).fetchall()
-        except duckdb.IOException:
+        except (duckdb.IOException, StoreError):  # the server is copying it: retry
             time.sleep(0.1)
     raise AssertionError("could not open the store")
 

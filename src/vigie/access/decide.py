@@ -27,6 +27,7 @@ class Action(StrEnum):
     MANAGE_ACCESS = "access.manage"
     READ_GUARD = "guard.read"  # the guard's checks, their results and reasons
     APPROVE = "guard.approve"  # sign the security posture (two admins to lower it)
+    READ_INCIDENTS = "incident.read"  # exposure reports
 
 
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
@@ -35,7 +36,13 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
         {Action.READ_KPIS, Action.RUN_SQL, Action.READ_STATUS, Action.READ_SCHEMA}
     ),
     Role.RESPONDER: frozenset(
-        {Action.READ_AUDIT, Action.READ_GUARD, Action.READ_STATUS, Action.READ_SCHEMA}
+        {
+            Action.READ_AUDIT,
+            Action.READ_GUARD,
+            Action.READ_INCIDENTS,
+            Action.READ_STATUS,
+            Action.READ_SCHEMA,
+        }
     ),
     Role.ADMIN: frozenset(
         {

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from vigie import __version__
-from vigie.cli import demo, fleet, guard, keys, kpi, policy, serve, store
+from vigie.cli import demo, fleet, guard, incident, keys, kpi, policy, serve, store
 from vigie.cli.render import print_error
 from vigie.cli.sync import sync_command
 from vigie.errors import VigieError
@@ -27,6 +27,7 @@ app.add_typer(store.app, name="store")
 app.add_typer(serve.access_app, name="access")
 app.add_typer(serve.audit_app, name="audit")
 app.add_typer(guard.app, name="guard")
+app.add_typer(incident.app, name="incident")
 app.command("sync")(sync_command)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)

@@ -136,6 +136,7 @@ class DataService:
             "guard": self.op_guard,
             "health": self.op_health,
             "posture": self.op_posture,
+            "incident": self.op_incident,
         }
 
     # -- snapshots -------------------------------------------------------------------
@@ -381,6 +382,24 @@ class DataService:
             raise NotFound("This server runs without a guard.")
         return self._posture.current()
 
+    def op_incident(self, args: dict[str, Any]) -> Any:
+        """The exposure report of a window, from the served snapshot and the audit log
+        (for responders; the guard's closing of the data does not apply: it is how an
+        incident is answered)."""
+        from vigie.incident.render import RENDER
+        from vigie.incident.report import build_report
+
+        start, end = _window(_text(args, "from", 40), _text(args, "to", 40))
+        fmt = _text(args, "format", 10) or "json"
+        if fmt not in RENDER:
+            raise UsageError("format must be md, json or html.")
+        audit = self.settings.guard.audit_log if self.settings.guard else None
+        with self.view() as (_, view):
+            report = build_report(view, start, end, audit, str(self.settings.store))
+        if fmt == "json":
+            return {"report": report.to_json()}
+        return {"text": RENDER[fmt](report)}
+
     # -- the sync schedule -----------------------------------------------------------
 
     def sync_once(self) -> None:
@@ -563,6 +582,17 @@ def _text(args: dict[str, Any], name: str, limit: int) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise UsageError(f"{name} must be text of at most {limit} characters.")
     return value
+
+
+def _window(start: str, end: str) -> tuple[datetime, datetime]:
+    try:
+        t1, t2 = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end))
+    except ValueError:
+        raise UsageError("from and to must be ISO dates or times (UTC).") from None
+    t1, t2 = (t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t for t in (t1, t2))
+    if t2 <= t1:
+        raise UsageError("to must come after from.")
+    return t1, t2
 
 
 def _opt(args: dict[str, Any], name: str) -> str | None:

@@ -226,6 +226,23 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
         gate.require(request, Action.READ_GUARD)
         return JSONResponse(await data.ask("guard"))
 
+    @app.get("/api/incidents/report")
+    async def incident_report(
+        request: Request,
+        from_: Annotated[str, Query(alias="from", max_length=40)],
+        to: Annotated[str, Query(max_length=40)],
+        format: Annotated[str, Query(pattern="^(json|md|html)$")] = "json",
+    ) -> Any:
+        """The exposure report of a window [from, to): what was readable, whose rows, what
+        the audit log and the guard saw, the rotations to run (responder)."""
+        gate.require(request, Action.READ_INCIDENTS)
+        answer = await data.ask("incident", {"from": from_, "to": to, "format": format})
+        if format == "json":
+            request.state.rows = len(answer["report"]["tables"])
+            return JSONResponse(answer["report"])
+        media = "text/markdown" if format == "md" else "text/html"
+        return Response(answer["text"], media_type=f"{media}; charset=utf-8")
+
     @app.get("/api/status")
     async def status(request: Request) -> Any:
         """Sync runs, rollup freshness, the snapshot being served."""

@@ -1,0 +1,266 @@
+"""Incident response on a fleet in real PostgreSQL: a planted exposure window with syncs,
+ticks, a policy change (a sensitive column kept, then dropped) and deletions inside it.
+The report's counts equal an independent computation (the union of the store's states in
+force during the window, read from the tables themselves, not from vigie's lineage); the
+notify list equals the production users behind those rows; the rotation playbook changes
+nothing in a dry run, everything once with --execute, nothing more the second time, and
+resumes after a crash between steps."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import hmac
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLE_POLICY
+from helpers import prod
+from vigie.access.decide import Role
+from vigie.access.keys import AccessFile, parse_duration
+from vigie.audit.log import AuditLog
+from vigie.fleet.build import generate_fleet
+from vigie.fleet.generate import FleetSpec
+from vigie.fleet.inspect import checksums
+from vigie.fleet.tick import tick_fleet
+from vigie.incident.notify import notify_list
+from vigie.incident.render import to_html, to_json, to_markdown
+from vigie.incident.report import build_report
+from vigie.incident.rotate import Rotation, load_playbook, state_path
+from vigie.stores.duckdb_store import Store
+from vigie.sync.run import sync
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOK = ROOT / "src" / "vigie" / "fleet" / "fleet-playbook.yaml"
+USER_COLUMNS = {"users": "id", "devices": "user_id", "api_tokens": "user_id",
+                "integrations": "user_id", "payment_methods": "user_id"}  # fmt: skip
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _bad_policy(tmp: Path) -> Path:
+    """The example policy, but the Wi-Fi network names kept (every detector waived)."""
+    text = EXAMPLE_POLICY.read_text()
+    waive = ", ".join(f'{d}: "kept by mistake"' for d in
+                      ("email", "phone", "mac", "ip", "card", "token", "person_name",
+                       "identifier"))  # fmt: skip
+    bad = text.replace("wifi_ssid:     {class: pii, drop}",
+                       f"wifi_ssid:     {{class: quasi, keep, allow: {{{waive}}}}}")  # fmt: skip
+    assert bad != text
+    path = tmp / "bad-policy.yaml"
+    path.write_text(bad)
+    return path
+
+
+def _state(store: Path, keys) -> dict[str, set]:
+    """The store's rows as they are now: every table's row identities (all columns but the
+    lineage ones), read from the tables themselves."""
+    out: dict[str, set] = {}
+    with Store(store, keys, read_only=True) as s:
+        for table in s.table_names():
+            cols = [c for c in s.columns()[table] if not c.startswith("_vigie")]
+            key = "id" if "id" in cols else None
+            sel = f'"{key}"' if key else ", ".join(f'"{c}"' for c in cols)
+            out[table] = set(s.rows(f'SELECT {sel} FROM "{table}"'))
+            if table in USER_COLUMNS:
+                out[f"users-of:{table}"] = {
+                    r[0] for r in s.rows(f'SELECT "{USER_COLUMNS[table]}" FROM "{table}"')}  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    from vigie.keys import init_keyfile, load_keys
+
+    tmp = tmp_path_factory.mktemp("incident")
+    from conftest import PG, _server_db
+
+    gen = _server_db(PG, "vigie_inc")
+    dsn = next(gen)
+    generate_fleet(dsn, FleetSpec(users=300, days=2, seed=21))
+    init_keyfile(tmp / "keys")
+    keys = load_keys(tmp / "keys")
+    store = tmp / "store" / "vigie.duckdb"
+    bad = _bad_policy(tmp)
+    states = []
+    sync(dsn, bad, store, keys)
+    tick_fleet(dsn, minutes=120, seed=1)
+    sync(dsn, bad, store, keys)
+    states.append(_state(store, keys))  # in force at the window's start
+    time.sleep(0.05)
+    t1 = _now()
+    time.sleep(0.05)
+    log = AuditLog(store.parent / "audit" / "audit.log")
+    log.append(actor="before", status=200, rows=5, path="/api/sql", route="/api/sql")
+    tick_fleet(dsn, minutes=240, seed=2)
+    sync(dsn, bad, store, keys)
+    states.append(_state(store, keys))
+    log.append(actor="ana", role="engineer", method="POST", path="/api/sql", route="/api/sql",
+               status=200, rows=40, client="10.0.0.7")  # fmt: skip
+    log.append(actor=None, method="GET", path="/api/kpis", route="/api/kpis", status=401,
+               client="203.0.113.9")  # fmt: skip
+    log.append(actor="vigie-guard", role="guard", method="GUARD", path="guard.fail",
+               params={"checks": ["store.modes"]}, status=503, reason="mode 0644")  # fmt: skip
+    sync(dsn, EXAMPLE_POLICY, store, keys)  # tightened: wifi_ssid leaves the store
+    tightened = _now()
+    states.append(_state(store, keys))
+    log.append(actor="vigie-guard", role="guard", method="GUARD", path="guard.pass",
+               params={"checks": []}, status=200)  # fmt: skip
+    tick_fleet(dsn, minutes=300, seed=3)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    states.append(_state(store, keys))
+    time.sleep(0.05)
+    t2 = _now()
+    time.sleep(0.05)
+    log.append(actor="after", status=200, rows=7, path="/api/sql", route="/api/sql")
+    tick_fleet(dsn, minutes=120, seed=4)
+    sync(dsn, EXAMPLE_POLICY, store, keys)  # after the window: must not count
+    log.close()
+    yield {"dsn": dsn, "store": store, "keys": keys, "t1": t1, "t2": t2, "states": states,
+           "tightened": tightened, "tmp": tmp}  # fmt: skip
+    with contextlib.suppress(StopIteration):
+        next(gen)  # drops the database
+
+
+def _report(p, start=None, end=None):
+    with Store(p["store"], p["keys"], read_only=True) as s:
+        return build_report(s, start or p["t1"], end or p["t2"],
+                            p["store"].parent / "audit" / "audit.log", "drill")  # fmt: skip
+
+
+def test_report_counts_equal_the_union_of_the_store_states_in_the_window(planted):
+    report = _report(planted)
+    expected = {}
+    for state in planted["states"]:
+        for table, rows in state.items():
+            expected.setdefault(table, set()).update(rows)
+    got = {t.table: t.present for t in report.tables}
+    for table, present in got.items():
+        assert present == len(expected[table]), table
+    assert sum(t.deleted_since for t in report.tables) > 0  # deletions inside: counted
+    users = set().union(*(v for k, v in expected.items() if k.startswith("users-of:")))
+    assert report.users == len(users - {None})
+
+
+def test_a_column_kept_by_a_bad_policy_is_exposed_while_it_was_there_and_not_after(planted):
+    report = _report(planted)
+    ssid = [r for r in report.readable if (r.table, r.column) == ("devices", "wifi_ssid")]
+    assert len(ssid) == 1 and ssid[0].action == "keep" and ssid[0].until is not None
+    assert ssid[0].until <= planted["tightened"]
+    later = _report(planted, start=planted["tightened"])
+    assert not [r for r in later.readable if r.column == "wifi_ssid"]
+
+
+def test_the_report_says_truthfully_what_was_not_there(planted):
+    report = _report(planted)
+    cats = {c.name: c for c in report.categories}
+    assert not cats["passwords and password hashes"].exposed
+    assert "users.password_hash" in cats["passwords and password hashes"].withheld
+    assert not cats["tokens (app, API, integration)"].exposed
+    assert {"api_tokens.token", "integrations.access_token"} <= set(
+        cats["tokens (app, API, integration)"].withheld)  # fmt: skip
+    assert not cats["payment card numbers and bank details"].exposed
+    assert cats["other payment data"].readable == ["payment_methods.card_brand"]
+    text = to_markdown(report)
+    assert "never left production" in text and "users.password_hash" in text
+    assert "<script" not in to_html(report) and '"summary"' in to_json(report)
+
+
+def test_the_report_shows_the_window_of_the_audit_log_and_the_guard(planted):
+    a = _report(planted).audit
+    assert [r["actor"] for r in a.reads] == ["ana"]  # not "before", not "after"
+    assert a.reads[0]["rows"] == 40 and a.reads[0]["clients"] == ["10.0.0.7"]
+    assert a.unauthenticated == 1 and a.unauthenticated_clients == ["203.0.113.9"]
+    assert [g["event"] for g in a.guard_events] == ["guard.fail", "guard.pass"]
+    report = _report(planted)
+    assert report.exposure_seen_at is not None and report.restored_at is not None
+
+
+def test_the_notify_list_is_the_production_users_behind_the_window(planted, tmp_path):
+    keys = planted["keys"]
+    out = tmp_path / "notify.csv"
+    with Store(planted["store"], keys, read_only=True) as s:
+        result = notify_list(s, keys, planted["dsn"], planted["t1"], planted["t2"], out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    users = set()
+    for state in planted["states"]:
+        for k, v in state.items():
+            if k.startswith("users-of:"):
+                users |= {str(u) for u in v if u is not None}
+    key = keys.pseudonym_key.encode()
+    production = {
+        str(uuid.UUID(bytes=hmac.new(key, f"user:{i}".encode(), hashlib.sha256).digest()[:16])):
+        (i, e) for i, e in prod(planted["dsn"], "SELECT id, email FROM users")}  # fmt: skip
+    expected = {production[u][0] for u in users if u in production}
+    assert {int(r["user_id"]) for r in rows} == expected
+    assert result.unmatched == len(users - set(production))  # deleted from production since
+    one = next(r for r in rows)
+    assert one["email"] == dict(production.values())[int(one["user_id"])]
+    assert "users:" in one["exposed"]
+    with (
+        pytest.raises(Exception, match="never overwrites"),
+        Store(planted["store"], keys, read_only=True) as s,
+    ):
+        notify_list(s, keys, planted["dsn"], planted["t1"], planted["t2"], out)
+
+
+def _rotation(p, tmp: Path, audit=None) -> Rotation:
+    access = AccessFile(tmp / "access.json")
+    if not access.path.exists():
+        access.create("ana", Role.ANALYST, parse_duration("1d"))
+        access.create("root-1", Role.ADMIN, parse_duration("1d"))
+    return Rotation(load_playbook(PLAYBOOK), p["dsn"], access, state_path(tmp / "s.duckdb"),
+                    audit)  # fmt: skip
+
+
+def test_rotate_dry_run_changes_nothing_execute_once_then_nothing_more(planted, tmp_path):
+    dsn = planted["dsn"]
+    before = checksums(dsn)
+    dry = _rotation(planted, tmp_path).run(execute=False)
+    assert checksums(dsn) == before
+    assert {r.step: r.pending for r in dry}["revoke-app-tokens"] == prod(
+        dsn, "SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")[0][0]  # fmt: skip
+    log = AuditLog(tmp_path / "audit.log")
+    done = _rotation(planted, tmp_path, log).run(execute=True)
+    assert all(r.changed == r.pending for r in done)
+    assert prod(dsn, "SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")[0][0] == 0
+    assert prod(dsn, "SELECT COUNT(*) FROM integrations WHERE unlinked_at IS NULL")[0][0] == 0
+    assert all(e.revoked_at for e in AccessFile(tmp_path / "access.json").entries())
+    after = checksums(dsn)
+    again = _rotation(planted, tmp_path, log).run(execute=True)
+    log.close()
+    assert checksums(dsn) == after and all(r.changed == 0 for r in again)
+    assert all(r.note.startswith("done at") for r in again)
+
+
+def test_rotate_resumes_after_a_crash_between_steps(tmp_path, pg_dsn):
+    generate_fleet(pg_dsn, FleetSpec(users=120, days=1, seed=5))
+    p = {"dsn": pg_dsn}
+    rotation = _rotation(p, tmp_path)
+    code = ("import sys; from pathlib import Path\n"
+            "from vigie.access.keys import AccessFile\n"
+            "from vigie.db.dsn import parse_dsn\n"
+            "from vigie.incident.rotate import Rotation, load_playbook\n"
+            "r = Rotation(load_playbook(Path(sys.argv[1])), parse_dsn(sys.argv[2]),\n"
+            "             AccessFile(Path(sys.argv[3])), Path(sys.argv[4]))\n"
+            "r.run(execute=True, crash_after='revoke-app-tokens')\n")  # fmt: skip
+    crashed = subprocess.run([sys.executable, "-c", code, str(PLAYBOOK), str(pg_dsn),
+                              str(tmp_path / "access.json"), str(rotation.state)])  # fmt: skip
+    assert crashed.returncode == 70
+    assert prod(pg_dsn, "SELECT COUNT(*) FROM api_tokens WHERE revoked_at IS NULL")[0][0] == 0
+    assert prod(pg_dsn, "SELECT COUNT(*) FROM integrations WHERE unlinked_at IS NULL")[0][0] > 0
+    resumed = {r.step: r for r in rotation.run(execute=True)}
+    assert resumed["revoke-app-tokens"].note.startswith("done at")
+    assert resumed["unlink-integrations"].changed > 0
+    assert prod(pg_dsn, "SELECT COUNT(*) FROM integrations WHERE unlinked_at IS NULL")[0][0] == 0
