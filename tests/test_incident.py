@@ -96,11 +96,11 @@ def planted(tmp_path_factory):
     tick_fleet(dsn, minutes=120, seed=1)
     sync(dsn, bad, store, keys)
     states.append(_state(store, keys))  # in force at the window's start
+    log = AuditLog(store.parent / "audit" / "audit.log")
+    log.append(actor="before", status=200, rows=5, path="/api/sql", route="/api/sql")
     time.sleep(0.05)
     t1 = _now()
     time.sleep(0.05)
-    log = AuditLog(store.parent / "audit" / "audit.log")
-    log.append(actor="before", status=200, rows=5, path="/api/sql", route="/api/sql")
     tick_fleet(dsn, minutes=240, seed=2)
     sync(dsn, bad, store, keys)
     states.append(_state(store, keys))
@@ -264,3 +264,36 @@ def test_rotate_resumes_after_a_crash_between_steps(tmp_path, pg_dsn):
     assert resumed["revoke-app-tokens"].note.startswith("done at")
     assert resumed["unlink-integrations"].changed > 0
     assert prod(pg_dsn, "SELECT COUNT(*) FROM integrations WHERE unlinked_at IS NULL")[0][0] == 0
+
+
+def test_the_drill_tells_the_whole_story_with_a_timeline(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-c", "from vigie.cli.app import main; main()", "incident", "drill",
+         "--workdir", str(tmp_path / "drill"), "--users", "300"],
+        capture_output=True, text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    for stage in ("the guard catches it", "exposure report", "notify list", "rotation playbook"):
+        assert stage in res.stdout, stage
+    report = (tmp_path / "drill" / "report.md").read_text()
+    assert "store.modes" in report and "never left production" in report
+    assert (tmp_path / "drill" / "notify.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_report_cli_on_a_store_that_is_not_served(planted, tmp_path):
+    out = tmp_path / "r.html"
+    res = subprocess.run(
+        [sys.executable, "-c", "from vigie.cli.app import main; main()", "incident", "report",
+         "--store", str(planted["store"]), "--from", planted["t1"].isoformat(),
+         "--to", planted["t2"].isoformat(), "--format", "html", "--out", str(out),
+         "--keyfile", str(planted["tmp"] / "keys")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert out.stat().st_mode & 0o777 == 0o600 and "<h1>Exposure report" in out.read_text()
+    backwards = subprocess.run(
+        [sys.executable, "-c", "from vigie.cli.app import main; main()", "incident", "report",
+         "--store", str(planted["store"]), "--from", "2020-01-02", "--to", "2020-01-01"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert backwards.returncode == 2 and "must come after" in backwards.stdout + backwards.stderr

@@ -702,3 +702,19 @@ def test_a_dashboard_session_expires_and_dies_with_its_key(tmp_path):
     access.revoke("ana")
     assert in_process(app, [me])[0].status_code == 401
     app.state.audit.close()
+
+
+def test_responders_get_the_exposure_report_others_do_not(served):
+    params = {"from": "2000-01-01", "to": "2100-01-01"}
+    with served.client("responder") as c:
+        report = c.get("/api/incidents/report", params=params)
+        md = c.get("/api/incidents/report", params={**params, "format": "md"})
+        bad = c.get("/api/incidents/report", params={"from": "2020-01-02", "to": "2020-01-01"})
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert {t["table"] for t in body["tables"]} >= {"users", "devices", "connection_events"}
+    assert body["users"] > 0 and "never left production" in body["summary"]
+    assert md.status_code == 200 and md.text.startswith("# Exposure report")
+    assert bad.status_code == 400
+    with served.client("analyst") as c:
+        assert c.get("/api/incidents/report", params=params).status_code == 403

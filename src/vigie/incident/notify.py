@@ -57,7 +57,7 @@ def affected_users(store: Store, start: datetime, end: datetime) -> pa.Table:
         f"SELECT p, string_agg(DISTINCT t, ',' ORDER BY t) AS tables FROM "
         f"({' UNION ALL '.join(parts)}) WHERE p IS NOT NULL GROUP BY p"
     )
-    return store.con.execute(sql, [start, end]).fetch_arrow_table()
+    return store.con.execute(sql, [start, end]).to_arrow_table()
 
 
 def _history_has(store: Store, table: str, col: str) -> bool:
@@ -108,7 +108,7 @@ def notify_list(
             FROM affected a JOIN prod ON prod.p = a.p
             CROSS JOIN LATERAL unnest(string_split(a.tables, ',')) AS u(t)
             JOIN readable r ON r.t = u.t
-            GROUP BY prod.user_id, prod.email ORDER BY prod.user_id""").fetch_arrow_table()
+            GROUP BY prod.user_id, prod.email ORDER BY prod.user_id""").to_arrow_table()
         (unmatched,) = con.execute(
             "SELECT COUNT(*) FROM affected a ANTI JOIN prod ON prod.p = a.p"
         ).fetchone() or (0,)
