@@ -207,7 +207,9 @@ def test_the_notify_list_is_the_production_users_behind_the_window(planted, tmp_
     assert result.unmatched == len(users - set(production))  # deleted from production since
     one = next(r for r in rows)
     assert one["email"] == dict(production.values())[int(one["user_id"])]
-    assert "users:" in one["exposed"]
+    assert "users" in one["exposed"].split("; ")
+    legend = out.with_name(out.name + ".columns.txt")
+    assert legend.stat().st_mode & 0o777 == 0o600 and "users: country" in legend.read_text()
     with (
         pytest.raises(Exception, match="never overwrites"),
         Store(planted["store"], keys, read_only=True) as s,

@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from vigie.db.dsn import Dsn
 from vigie.errors import UsageError
@@ -36,28 +34,35 @@ class NotifyResult:
     seconds: float
 
 
-def affected_users(store: Store, start: datetime, end: datetime) -> pa.Table:
-    """(p, tables): each user pseudonym present in the window, and where its rows were."""
-    parts = []
-    for table, cols in column_records(store).items():
-        if not store.has_table(table):
-            continue
-        for col in (c for c, r in cols.items() if r.spec == "pseudonymize: user"):
-            t, c = quote(table), quote(col)
-            parts.append(f"SELECT {c} AS p, '{table}' AS t FROM {t} WHERE _vigie_first_seen < $2")
-            history = f"{META}.{quote('deleted__' + table)}"
-            if _history_has(store, table, col):
-                parts.append(
-                    f"SELECT {c}, '{table}' FROM {history} WHERE _vigie_first_seen < $2 "
-                    "AND _vigie_deleted_at >= $1"
-                )
+def _user_tables(store: Store) -> list[tuple[str, str, bool]]:
+    """(table, column, has history) for every stored ``pseudonymize: user`` column."""
+    out = []
+    for table, cols in sorted(column_records(store).items()):
+        if store.has_table(table):
+            for col in sorted(c for c, r in cols.items() if r.spec == "pseudonymize: user"):
+                out.append((table, col, _history_has(store, table, col)))
+    return out
+
+
+def affected_sql(store: Store) -> tuple[str, list[str]]:
+    """SQL of (p UUID, mask): each user pseudonym present in the window ($1, $2) and a bit
+    per table its rows were in, and the tables in bit order."""
+    parts, tables = [], []
+    for table, col, history in _user_tables(store):
+        if table not in tables:
+            tables.append(table)
+        bit = 1 << tables.index(table)
+        t, c = quote(table), quote(col)
+        parts.append(f"SELECT DISTINCT {c} AS p, {bit} AS b FROM {t} WHERE _vigie_first_seen < $2")
+        if history:
+            parts.append(
+                f"SELECT DISTINCT {c}, {bit} FROM {META}.{quote('deleted__' + table)} "
+                "WHERE _vigie_first_seen < $2 AND _vigie_deleted_at >= $1"
+            )
     if not parts:
-        return pa.table({"p": pa.array([], pa.binary(16)), "tables": pa.array([], pa.string())})
-    sql = (
-        f"SELECT p, string_agg(DISTINCT t, ',' ORDER BY t) AS tables FROM "
-        f"({' UNION ALL '.join(parts)}) WHERE p IS NOT NULL GROUP BY p"
-    )
-    return store.con.execute(sql, [start, end]).to_arrow_table()
+        return "SELECT NULL::UUID AS p, 0 AS mask WHERE false", tables
+    union = " UNION ALL ".join(parts)
+    return f"SELECT p, bit_or(b) AS mask FROM ({union}) WHERE p IS NOT NULL GROUP BY p", tables
 
 
 def _history_has(store: Store, table: str, col: str) -> bool:
@@ -82,62 +87,69 @@ def notify_list(
     id_column: str = "id",
     email_column: str = "email",
 ) -> NotifyResult:
+    """Written in one pass of DuckDB on the store's own connection: the window's pseudonyms
+    (a bit per table), production's recomputed ones (registered Arrow, UUIDs), the join,
+    and the CSV. ``<out>.columns.txt`` says what each table's readable columns were."""
     started = time.monotonic()
-    if out.exists():
-        raise UsageError(
-            f"{out} exists; the notify list never overwrites a file.", hint="Give a new --out path."
-        )
-    affected = affected_users(store, start, end)
-    readable = _readable_by_table(store, start, end)
+    for path in (out, _legend(out)):
+        if path.exists():
+            raise UsageError(
+                f"{path} exists; the notify list never overwrites a file.",
+                hint="Give a new --out path.",
+            )
     prod = _production_users(production, keys, users_table, id_column, email_column)
-    con = duckdb.connect()
+    sql, tables = affected_sql(store)
+    masks = _masks(tables)
+    view = store.cursor_view()
+    con = view.con
     try:
-        con.register("affected_raw", affected)
-        con.execute(
-            "CREATE TEMP VIEW affected AS SELECT lower(p::VARCHAR) AS p, tables FROM affected_raw"
-        )
-        con.register("prod_raw", prod)
-        # the store gives pseudonyms as UUID text; the engine as their 16 bytes
-        con.execute(r"""CREATE TEMP VIEW prod AS SELECT lower(regexp_replace(hex(p),
-            '^(.{8})(.{4})(.{4})(.{4})(.{12})$', '\1-\2-\3-\4-\5')) AS p, user_id, email
-            FROM prod_raw""")
-        con.register("readable", readable)
-        result = con.execute("""
-            SELECT prod.user_id, prod.email,
-                   string_agg(r.what, '; ' ORDER BY r.t) AS exposed
-            FROM affected a JOIN prod ON prod.p = a.p
-            CROSS JOIN LATERAL unnest(string_split(a.tables, ',')) AS u(t)
-            JOIN readable r ON r.t = u.t
-            GROUP BY prod.user_id, prod.email ORDER BY prod.user_id""").to_arrow_table()
-        (unmatched,) = con.execute(
-            "SELECT COUNT(*) FROM affected a ANTI JOIN prod ON prod.p = a.p"
-        ).fetchone() or (0,)
+        con.register("vigie_prod", prod)
+        con.register("vigie_masks", masks)
+        con.execute(f"CREATE TEMP TABLE vigie_affected AS {sql}", [start, end])
+        _create_private(out)
+        con.execute(f"""COPY (SELECT prod.user_id, prod.email, m.tables AS exposed
+            FROM vigie_affected a JOIN vigie_prod prod ON prod.p = a.p
+            JOIN vigie_masks m ON m.mask = a.mask ORDER BY prod.user_id)
+            TO '{_sql_str(out)}' (FORMAT csv, HEADER)""")
+        counts = con.execute(
+            "SELECT (SELECT COUNT(*) FROM vigie_affected), (SELECT COUNT(*) FROM vigie_affected "
+            "a SEMI JOIN vigie_prod p ON p.p = a.p)"
+        ).fetchone()
+        affected, matched = (int(counts[0]), int(counts[1])) if counts else (0, 0)
     finally:
         con.close()
-    _write_private_csv(out, result)
+    legend = _readable_by_table(store, start, end)
+    _write_private(_legend(out), "".join(f"{line}\n" for line in legend))
     return NotifyResult(
-        out,
-        result.num_rows,
-        affected.num_rows,
-        int(unmatched),
-        round(time.monotonic() - started, 2),
+        out, matched, affected, affected - matched, round(time.monotonic() - started, 2)
     )
 
 
-def _readable_by_table(store: Store, start: datetime, end: datetime) -> pa.Table:
-    """Per table, its columns readable in the window with how (for the CSV's last column)."""
+def _legend(out: Path) -> Path:
+    return out.with_name(out.name + ".columns.txt")
+
+
+def _masks(tables: list[str]) -> pa.Table:
+    """Every combination of tables as its bit mask and its text ("devices; users")."""
+    n = len(tables)
+    masks = list(range(1 << n))
+    names = ["; ".join(t for i, t in enumerate(tables) if m >> i & 1) for m in masks]
+    return pa.table({"mask": pa.array(masks, pa.int64()), "tables": names})
+
+
+def _readable_by_table(store: Store, start: datetime, end: datetime) -> list[str]:
+    """Per table, its columns readable in the window and how (the CSV's legend)."""
     by: dict[str, list[str]] = {}
     for r in readable_between(store, start, end):
-        how = "" if r.action == "keep" else f" ({r.action.split(':')[0]})"
+        how = "" if r.action == "keep" else f" ({r.action})"
         entry = f"{r.column}{how}"
         if entry not in by.setdefault(r.table, []):
             by[r.table].append(entry)
-    tables = sorted(by)
-    return pa.table({"t": tables, "what": [f"{t}: {', '.join(sorted(by[t]))}" for t in tables]})
+    return [f"{t}: {', '.join(sorted(cols))}" for t, cols in sorted(by.items())]
 
 
 def _production_users(dsn: Dsn, keys: Keys, table: str, id_col: str, email_col: str) -> pa.Table:
-    """Every production user's id, e-mail and recomputed pseudonym, batch by batch."""
+    """Every production user's id, e-mail and recomputed pseudonym (Arrow UUID), in batches."""
     from vigie.sources import open_source
 
     source = open_source(dsn)
@@ -151,36 +163,34 @@ def _production_users(dsn: Dsn, keys: Keys, table: str, id_col: str, email_col: 
                 "--id-column, --email-column.",
             )
         source.snapshot()
-        batches = []
-        for batch in source.read(described, [id_col, email_col], None, None, 1_000_000):
-            p = pseudonyms(batch.column(id_col), "user", keys.pseudonym_key)
-            batches.append(
-                pa.table(
-                    {
-                        "p": p.storage if hasattr(p, "storage") else p,
-                        "user_id": batch.column(id_col),
-                        "email": batch.column(email_col),
-                    }
-                )
+        batches = [
+            pa.table(
+                {
+                    "p": pseudonyms(b.column(id_col), "user", keys.pseudonym_key),
+                    "user_id": b.column(id_col),
+                    "email": b.column(email_col),
+                }
             )
+            for b in source.read(described, [id_col, email_col], None, None, 1_000_000)
+        ]
         source.release()
     finally:
         source.close()
-    return (
-        pa.concat_tables(batches)
-        if batches
-        else pa.table(
-            {
-                "p": pa.array([], pa.binary(16)),
-                "user_id": pa.array([], pa.int64()),
-                "email": pa.array([], pa.string()),
-            }
-        )
-    )
+    if not batches:
+        raise UsageError(f"Production table {table} is empty.")
+    return pa.concat_tables(batches)
 
 
-def _write_private_csv(out: Path, table: pa.Table) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        pacsv.write_csv(table, fh)
+def _sql_str(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _create_private(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
