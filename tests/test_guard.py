@@ -5,12 +5,9 @@ two-person rule, and the settings file."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -327,9 +324,6 @@ def test_stale_namespaces_of_a_killed_guard_are_removed():
     subprocess.run(["ip", "netns", "add", name], check=True)
     remove_stale_namespaces()
     assert not Path(f"/run/netns/{name}").exists()
-
-
-_ = (shutil, threading, time)
 
 
 def test_rows_wiped_behind_vigies_back_are_a_sign_of_compromise_a_synced_purge_is_not(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from conftest import EXAMPLE_POLICY
 from guardkit import Poller, Webhook, host_address, wait_status
 from helpers import synced_fleet
-from serving import Served, approve_running, bootstrap_admin, make_keys, start_serve, stop_serve
+from serving import bootstrap_admin, make_keys, start_serve, stop_serve
 from vigie.access.keys import AccessFile
 from vigie.audit.log import read_entries
 from vigie.errors import Forbidden, StoreError
@@ -218,9 +218,6 @@ def test_serve_restarted_off_loopback_without_tls_never_serves(tmp_path, world):
         capture_output=True, text=True, env={**os.environ, "VIGIE_KEYFILE": str(served.keyfile)},
     )  # fmt: skip
     assert proc.returncode == 2 and "without TLS" in proc.stderr + proc.stdout
-
-
-_ = (Served, approve_running)
 
 
 def test_a_value_planted_between_scheduled_syncs_is_caught_before_the_next_publish(tmp_path):
