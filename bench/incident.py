@@ -13,6 +13,7 @@ Targets on this 2-core machine: report and notify list under 10 s each. Writes
 bench/out/incident.json.
 
     .venv/bin/python bench/incident.py [--dsn postgresql://postgres@127.0.0.1:5432/vigie_bench]
+    .venv/bin/python bench/incident.py --rekey-only   # then: key rotation on that store
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def main() -> None:
     ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/vigie_bench")
     ap.add_argument("--work", default="/tmp/vigie-bench-incident")
     ap.add_argument("--tick-minutes", type=int, default=60)
+    ap.add_argument(
+        "--rekey-only",
+        action="store_true",
+        help="Only time the key rotation, on the store a full run left.",
+    )
     args = ap.parse_args()
 
     from vigie.db.dsn import parse_dsn
@@ -46,6 +52,9 @@ def main() -> None:
 
     dsn = parse_dsn(args.dsn)
     work = Path(args.work)
+    if args.rekey_only:
+        _rekey(dsn, work)
+        return
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(mode=0o700, parents=True)
     init_keyfile(work / "keys")
@@ -83,6 +92,26 @@ def main() -> None:
     (work / "report.md").write_text(text)
     OUT.mkdir(exist_ok=True)
     (OUT / "incident.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def _rekey(dsn: object, work: Path) -> None:
+    """Rotate the pseudonymization key of the store a full run left; merges the figure
+    into bench/out/incident.json."""
+    from vigie.incident.rekey import rotate_pseudonym_key
+
+    t = time.perf_counter()
+    done = rotate_pseudonym_key(work / "store" / "vigie.duckdb", work / "keys", dsn)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t
+    out = OUT / "incident.json"
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result.update(
+        rekey_s=round(seconds, 1),
+        rekey_pseudonyms=done.rewritten,
+        rekey_orphans=done.orphans,
+        rekey_columns=done.columns,
+    )
+    out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 
 

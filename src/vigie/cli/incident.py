@@ -171,6 +171,9 @@ def rotate(
     execute: Annotated[
         bool, typer.Option("--execute", help="Change things (else dry run).")
     ] = False,
+    keyfile: Annotated[
+        Path | None, typer.Option(help="The keyfile (rotate-pseudonym-key rewrites it).")
+    ] = None,
 ) -> None:
     """Run a rotation playbook: dry run by default (what each step would change, with
     counts); --execute runs each step (production steps in one transaction each)."""
@@ -188,6 +191,8 @@ def rotate(
             AccessFile(default_access(store)),
             state_path(store),
             audit,
+            store,
+            keyfile,
         )
         results = rotation.run(execute)
     finally:

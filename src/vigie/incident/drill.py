@@ -122,7 +122,9 @@ def run_drill(
         )
     log = AuditLog(audit_log)
     try:
-        rotation = Rotation(load_playbook(playbook), dsn, access, state_path(store), log)
+        rotation = Rotation(
+            load_playbook(playbook), dsn, access, state_path(store), log, store, workdir / "keys"
+        )
         t.run(
             "rotation playbook (executed)",
             lambda: rotation.run(execute=True),
@@ -130,6 +132,13 @@ def run_drill(
         )
     finally:
         log.close()
+    from vigie.incident.rekey import rotate_pseudonym_key
+
+    t.run(
+        "rotate the pseudonymization key",
+        lambda: rotate_pseudonym_key(store, workdir / "keys", dsn),
+        lambda r: f"{r.rewritten:,} pseudonyms rewritten",
+    )
     return t, files
 
 

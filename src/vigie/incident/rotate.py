@@ -27,7 +27,7 @@ from vigie.db.dsn import Dsn
 from vigie.errors import PolicyError, SyncError
 from vigie.policy.yamlmarks import Node, parse
 
-VIGIE_STEPS = ("revoke-api-keys",)
+VIGIE_STEPS = ("revoke-api-keys", "rotate-pseudonym-key")
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,12 @@ class Rotation:
         access: AccessFile,
         state: Path,
         audit: Any = None,
+        store: Path | None = None,
+        keyfile: Path | None = None,
     ) -> None:
         self.steps, self.production, self.access = steps, production, access
         self.state, self.audit = state, audit
+        self.store, self.keyfile = store, keyfile
 
     def run(self, execute: bool, crash_after: str | None = None) -> list[StepResult]:
         done = self._load_state()
@@ -155,9 +158,31 @@ class Rotation:
                 round(time.monotonic() - started, 3),
                 "vigie API keys",
             )
+        if step.vigie == "rotate-pseudonym-key":
+            return self._rekey(step, execute, started)
         pending, changed = self._sql(step, execute)
         return StepResult(
             step.name, step.what, pending, changed, round(time.monotonic() - started, 3)
+        )
+
+    def _rekey(self, step: Step, execute: bool, started: float) -> StepResult:
+        from vigie.incident.rekey import rotate_pseudonym_key
+
+        if self.store is None or self.keyfile is None or self.production is None:
+            raise SyncError(
+                f"Step {step.name} rewrites the store's pseudonyms: give --store, "
+                "--keyfile (a file: the old key is destroyed) and --production."
+            )
+        if not execute:
+            return StepResult(step.name, step.what, 1, 0, 0.0, "the store's pseudonyms, 1 key")
+        done = rotate_pseudonym_key(self.store, self.keyfile, self.production)
+        return StepResult(
+            step.name,
+            step.what,
+            1,
+            1,
+            round(time.monotonic() - started, 3),
+            f"{done.rewritten:,} pseudonyms rewritten, {done.orphans:,} orphans",
         )
 
     def _sql(self, step: Step, execute: bool) -> tuple[int, int]:
