@@ -121,6 +121,11 @@ class Rotation:
         done = self._load_state()
         out = []
         for step in self.steps:
+            earlier = done.get(step.name)
+            if execute and earlier and step.vigie == "rotate-pseudonym-key":
+                # once per incident: running the playbook again must not rotate again
+                out.append(StepResult(step.name, step.what, 0, 0, 0.0, f"done at {earlier['at']}"))
+                continue
             result = self._one(step, execute)
             if execute:
                 earlier = done.get(step.name)
