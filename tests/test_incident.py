@@ -377,3 +377,26 @@ def test_a_key_rotation_that_crashed_after_its_commit_is_finished_by_running_it_
     with Store(store, load_keys(tmp_path / "keys"), read_only=True) as s:
         assert s.rows("SELECT COUNT(*) FROM users")[0][0] > 0
     assert not (tmp_path / "keys.next").exists()
+
+
+def test_the_key_rotation_step_runs_once_per_incident(tmp_path):
+    from vigie.db.dsn import parse_dsn
+    from vigie.keys import init_keyfile, load_keys
+
+    dsn = parse_dsn(f"sqlite:///{tmp_path / 'prod.db'}")
+    generate_fleet(dsn, FleetSpec(users=120, days=1, seed=4))
+    init_keyfile(tmp_path / "keys")
+    store = tmp_path / "store" / "vigie.duckdb"
+    sync(dsn, EXAMPLE_POLICY, store, load_keys(tmp_path / "keys"))
+    playbook = tmp_path / "p.yaml"
+    playbook.write_text("steps:\n  - {name: new-key, vigie: rotate-pseudonym-key}\n")
+
+    def run() -> list:
+        return Rotation(load_playbook(playbook), dsn, AccessFile(tmp_path / "a.json"),
+                        state_path(store), None, store, tmp_path / "keys").run(execute=True)  # fmt: skip
+
+    before = (tmp_path / "keys").read_text()
+    assert run()[0].changed == 1
+    after = (tmp_path / "keys").read_text()
+    assert after != before
+    assert run()[0].note.startswith("done at") and (tmp_path / "keys").read_text() == after
