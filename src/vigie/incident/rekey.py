@@ -95,21 +95,26 @@ def _maps(
     from vigie.sources import open_source
 
     parts: dict[str, list[pa.Table]] = {}
+    by_table: dict[str, list[tuple[str, str]]] = {}
+    for table, column, domain in columns:
+        by_table.setdefault(table, []).append((column, domain))
     source = open_source(dsn)
     try:
         source.snapshot()
-        for table, column, domain in columns:
+        for table, cols in by_table.items():  # one read per table, all its pseudonym columns
             described = source.describe(table)
-            for batch in source.read(described, [column], None, None, 1_000_000):
-                values = batch.column(column)
-                parts.setdefault(domain, []).append(
-                    pa.table(
-                        {
-                            "old": pseudonyms(values, domain, old.pseudonym_key),
-                            "new": pseudonyms(values, domain, new.pseudonym_key),
-                        }
+            names = [c for c, _ in cols]
+            for batch in source.read(described, names, None, None, 1_000_000):
+                for column, domain in cols:
+                    values = batch.column(column)
+                    parts.setdefault(domain, []).append(
+                        pa.table(
+                            {
+                                "old": pseudonyms(values, domain, old.pseudonym_key),
+                                "new": pseudonyms(values, domain, new.pseudonym_key),
+                            }
+                        )
                     )
-                )
         source.release()
     finally:
         source.close()
