@@ -718,3 +718,28 @@ def test_responders_get_the_exposure_report_others_do_not(served):
     assert bad.status_code == 400
     with served.client("analyst") as c:
         assert c.get("/api/incidents/report", params=params).status_code == 403
+
+
+def test_the_web_process_exits_when_vigie_serve_is_killed(tmp_path):
+    import os
+    import signal
+    import time
+
+    _, store, _ = synced_fleet(tmp_path, users=200, days=1, seed=2)
+    s = start_serve(store, tmp_path / "keys")
+    web = s.web_pid()
+    os.kill(s.proc.pid, signal.SIGKILL)  # no cleanup at all
+    s.proc.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{web}").exists() and time.monotonic() < deadline:
+        status = (
+            Path(f"/proc/{web}/stat").read_text().split()[2]
+            if Path(f"/proc/{web}").exists()
+            else "X"
+        )
+        if status == "Z":
+            break
+        time.sleep(0.2)
+    stat = Path(f"/proc/{web}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    stop_serve(s)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if leaked := [v for v in KEY_VARIABLES if v in os.environ]:
         sys.exit(f"vigie web process: refusing to start with {', '.join(leaked)} set.")
+    _die_with_parent()
     tls = args.tls_cert is not None
     app = create_app(WebSettings(args.socket, args.access, args.audit_log, tls=tls))
     uvicorn.run(
@@ -42,6 +45,19 @@ def main(argv: list[str] | None = None) -> None:
         server_header=False,
         proxy_headers=False,
     )
+
+
+def _die_with_parent() -> None:
+    """Exit when `vigie serve` is gone (even killed with SIGKILL): an orphaned web process
+    would keep the port, answering 503, with nobody watching it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="vigie-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":
