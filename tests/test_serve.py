@@ -743,3 +743,6 @@ def test_the_web_process_exits_when_vigie_serve_is_killed(tmp_path):
     stat = Path(f"/proc/{web}/stat")
     assert not stat.exists() or stat.read_text().split()[2] == "Z"
     stop_serve(s)
+    from vigie.guard.netns import remove_stale_namespaces
+
+    remove_stale_namespaces()  # what the next guard's start does: the killed one left its own
