@@ -22,7 +22,7 @@ from vigie.errors import UsageError
 from vigie.keys import Keys
 from vigie.policy.hmac_engine import pseudonyms
 from vigie.stores.duckdb_store import Store
-from vigie.stores.meta import META, column_records, quote, readable_between
+from vigie.stores.meta import META, column_records, history_columns, quote, readable_between
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def _user_tables(store: Store) -> list[tuple[str, str, bool]]:
     for table, cols in sorted(column_records(store).items()):
         if store.has_table(table):
             for col in sorted(c for c, r in cols.items() if r.spec == "pseudonymize: user"):
-                out.append((table, col, _history_has(store, table, col)))
+                out.append((table, col, col in history_columns(store, table)))
     return out
 
 
@@ -63,16 +63,6 @@ def affected_sql(store: Store) -> tuple[str, list[str]]:
         return "SELECT NULL::UUID AS p, 0 AS mask WHERE false", tables
     union = " UNION ALL ".join(parts)
     return f"SELECT p, bit_or(b) AS mask FROM ({union}) WHERE p IS NOT NULL GROUP BY p", tables
-
-
-def _history_has(store: Store, table: str, col: str) -> bool:
-    return bool(
-        store.rows(
-            "SELECT 1 FROM duckdb_columns() WHERE database_name = 'store' AND schema_name = ? "
-            "AND table_name = ? AND column_name = ?",
-            [META, f"deleted__{table}", col],
-        )
-    )
 
 
 def notify_list(

@@ -28,7 +28,7 @@ from vigie.policy.hmac_engine import pseudonyms
 from vigie.policy.load import parse_policy
 from vigie.policy.model import Pseudonymize
 from vigie.stores.duckdb_store import Store
-from vigie.stores.meta import META, converged_policy_text, quote
+from vigie.stores.meta import META, converged_policy_text, history_columns, quote
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,7 @@ def _rewrite(
     for table, column, domain in columns:
         targets.setdefault(domain, []).append(f"{quote(table)}|{quote(column)}")
         history = f"deleted__{table}"
-        if store.rows(
-            "SELECT 1 FROM duckdb_columns() WHERE database_name = 'store' AND "
-            "schema_name = ? AND table_name = ? AND column_name = ?",
-            [META, history, column],
-        ):
+        if column in history_columns(store, table):
             targets[domain].append(f"{META}.{quote(history)}|{quote(column)}")
     rewritten = orphans = 0
     con.execute("BEGIN TRANSACTION")

@@ -18,7 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vigie.stores.meta import META, Readable, Store, column_records, quote, readable_between
+from vigie.stores.meta import (
+    META,
+    Readable,
+    Store,
+    column_records,
+    history_columns,
+    quote,
+    readable_between,
+)
 
 PASSWORD = re.compile(r"passw|pwd|passphrase", re.IGNORECASE)
 TOKEN = re.compile(r"token|secret|api_?key", re.IGNORECASE)
@@ -125,16 +133,6 @@ def _stored_tables(store: Store) -> list[str]:
     ]
 
 
-def _has(store: Store, schema: str, table: str) -> bool:
-    return bool(
-        store.rows(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
-            "AND table_name = ?",
-            [schema, table],
-        )
-    )
-
-
 def _rows(store: Store, table: str, start: datetime, end: datetime) -> TableRows:
     """Rows present at any moment of [start, end): loaded before ``end`` and still here,
     or deleted since, after ``start``."""
@@ -142,7 +140,7 @@ def _rows(store: Store, table: str, start: datetime, end: datetime) -> TableRows
         0
     ]
     gone = 0
-    if _has(store, META, f"deleted__{table}"):
+    if history_columns(store, table):
         (gone,) = store.rows(
             f"SELECT COUNT(*) FROM {META}.{quote('deleted__' + table)} "
             "WHERE _vigie_first_seen < ? AND _vigie_deleted_at >= ?",
@@ -159,35 +157,20 @@ def _distinct(store: Store, domain: str, start: datetime, end: datetime, stored:
     for table, cols in column_records(store).items():
         if table not in stored:
             continue
+        history = history_columns(store, table)
         for col in (c for c, r in cols.items() if r.spec == spec):
             parts.append(
-                f"SELECT {quote(col)} AS p FROM {quote(table)} WHERE _vigie_first_seen < $end"
+                f"SELECT {quote(col)} AS p FROM {quote(table)} WHERE _vigie_first_seen < $2"
             )
-            history = f"deleted__{table}"
-            if _has(store, META, history) and col in _columns(store, META, history):
+            if col in history:
                 parts.append(
-                    f"SELECT {quote(col)} FROM {META}.{quote(history)} "
-                    "WHERE _vigie_first_seen < $end AND _vigie_deleted_at >= $start"
+                    f"SELECT {quote(col)} FROM {META}.{quote('deleted__' + table)} "
+                    "WHERE _vigie_first_seen < $2 AND _vigie_deleted_at >= $1"
                 )
     if not parts:
         return 0
     sql = f"SELECT COUNT(DISTINCT p) FROM ({' UNION ALL '.join(parts)})"
-    sql = sql.replace("$end", "?").replace("$start", "?")
-    params: list[Any] = []
-    for part in parts:
-        params += [end] if "$start" not in part else [end, start]
-    return int(store.rows(sql, params)[0][0])
-
-
-def _columns(store: Store, schema: str, table: str) -> set[str]:
-    return {
-        c
-        for (c,) in store.rows(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
-            "schema_name = ? AND table_name = ?",
-            [schema, table],
-        )
-    }
+    return int(store.rows(sql, [start, end])[0][0])
 
 
 def categories(

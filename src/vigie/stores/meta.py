@@ -213,3 +213,10 @@ def converged_policy_text(store: Store) -> tuple[int, str] | None:
         f"(policy_sha256) WHERE r.converged_at IS NOT NULL ORDER BY r.run_id DESC LIMIT 1"
     )
     return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def history_columns(store: Store, table: str) -> set[str]:
+    """The columns the delete history of ``table`` keeps (empty: it has none)."""
+    return {c for (c,) in store.rows(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
+        "schema_name = ? AND table_name = ?", [META, f"deleted__{table}"])}  # fmt: skip
