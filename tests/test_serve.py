@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -217,6 +218,60 @@ def test_the_data_socket_checks_what_the_web_process_sends(served):
         ask(sock, "sql", {"sql": "SELECT 1 FROM devices", "max_rows": 10**9})
 
 
+def test_the_data_process_streams_its_serving_state_to_the_web_process(served):
+    """The watch connection the web process keeps: a state at once, then heartbeats."""
+    import socket as socketlib
+
+    from vigie.serve.protocol import WATCH, socket_path
+
+    with socketlib.socket(socketlib.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(socket_path(served.store)))
+        sock.sendall(WATCH + b"\n")
+        with sock.makefile("rb") as fh:
+            first, second = json.loads(fh.readline()), json.loads(fh.readline())
+    assert re.fullmatch(r"g\d+", first["state"]) and second == first
+
+
+def test_a_kept_kpi_answer_counts_only_under_the_state_it_was_asked_in(tmp_path):
+    """A new snapshot, a closed guard, a silent data process: kept answers stop counting."""
+    import time
+
+    from vigie.server.answers import Answers
+
+    answers = Answers(tmp_path / "x.sock", stale=0.3)
+    key = ("connection_error_rate", b"by=firmware")
+    answers.put(key, answers.state(), b"answer")  # no watch line yet: nothing is kept
+    answers.read(b'{"state":"g1"}')
+    assert answers.get(key) is None
+    answers.put(key, answers.state(), b"answer")
+    assert answers.get(key) == b"answer"
+    answers.read(b'{"state":"g2"}')  # a new snapshot is served
+    assert answers.get(key) is None
+    answers.put(key, "g1", b"old")  # asked before the new snapshot, answered after
+    assert answers.get(key) is None
+    answers.put(key, answers.state(), b"new")
+    answers.read(b'{"state":null}')  # the guard closed the data
+    assert answers.state() is None and answers.get(key) is None
+    answers.read(b'{"state":"g2"}')
+    assert answers.get(key) is None  # reopening does not bring back what was dropped
+    answers.put(key, answers.state(), b"new")
+    time.sleep(0.4)  # the data process stopped talking
+    assert answers.get(key) is None
+
+
+def test_unknown_or_overlong_kpi_parameters_are_refused(served):
+    with served.client("analyst") as c:
+        for params, why in (
+            ({"bye": "firmware"}, "Unknown parameter 'bye'"),
+            ({"by": "x" * 201}, "over 200 characters"),
+            ({"format": "xml"}, "json or csv"),
+            ({"where": [f"country=F{i}" for i in range(21)]}, "At most 20"),
+        ):
+            res = c.get(KPI, params=params)
+            assert res.status_code == 400 and why in res.json()["error"]["message"], res.text
+
+
 INJECTIONS = [
     "firmware; DROP TABLE users",
     "firmware' OR '1'='1",
@@ -396,7 +451,9 @@ def test_an_audit_write_failure_blocks_the_request(tmp_path):
     app = create_app(WebSettings(tmp_path / "x.sock", tmp_path / "a.json", tmp_path / "a.log"))
     call = ("GET", "/api/whoami", {"authorization": f"Bearer {key}"})
     assert in_process(app, [call])[0].status_code == 200
-    app.state.audit._fh.close()  # the disk is gone
+    full = os.open("/dev/full", os.O_WRONLY)  # the disk is full: every write fails ENOSPC
+    os.dup2(full, app.state.audit._fd)
+    os.close(full)
     (res,) = in_process(app, [call])
     assert res.status_code == 503 and "ana" not in res.text
     assert "audit log" in res.json()["error"]["message"]
@@ -746,3 +803,18 @@ def test_the_web_process_exits_when_vigie_serve_is_killed(tmp_path):
     from vigie.guard.netns import remove_stale_namespaces
 
     remove_stale_namespaces()  # what the next guard's start does: the killed one left its own
+
+
+def test_a_group_of_audit_entries_is_one_chain_even_with_another_writer_between(tmp_path):
+    """The web process's group commit and the data process's appends share one chain."""
+    log = tmp_path / "audit" / "audit.log"
+    web, data = AuditLog(log), AuditLog(log)  # two writers, as the two processes are
+    assert web.append_many([{"actor": "ana", "rows": i} for i in range(3)]) == [1, 2, 3]
+    assert data.append(actor=None, event="guard.fail") == 4
+    assert web.append_many([{"actor": "bob", "rows": i} for i in range(2)]) == [5, 6]
+    web.close()
+    data.close()
+    assert verify(log) == []
+    lines = log.read_text().splitlines()
+    _rewrite(log, lambda ls: [*ls[:4], *ls[5:]])  # one entry of a group taken out
+    assert [p.kind for p in verify(log)] == ["deleted"] and len(lines) == 6

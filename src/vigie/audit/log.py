@@ -33,8 +33,11 @@ GENESIS = "0" * 64
 HEAD_SIZE = 256  # the head file's fixed size: seq, MAC and signature as JSON, padded
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def _canonical(fields: dict[str, Any]) -> bytes:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL.encode(fields).encode()
 
 
 def key_path(log: Path) -> Path:
@@ -100,7 +103,7 @@ class AuditLog:
         if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
             os.close(fd)
             raise AuditError(f"Audit log {path} is readable by others.", hint=f"chmod 600 {path}")
-        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+        self._fd = fd
         self._end = os.fstat(fd).st_size
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
         self._head_fd = os.open(head_path(path), flags, 0o600)
@@ -108,8 +111,9 @@ class AuditLog:
     def _write_head(self, seq: int, mac: str) -> None:
         """The head, rewritten in place: one fixed-size write at offset 0 (a rename per
         request cost 0.37 ms, twenty times the append itself)."""
-        head = {"seq": seq, "mac": mac, "sig": _head_mac(self._key, seq, mac)}
-        os.pwrite(self._head_fd, json.dumps(head).encode().ljust(HEAD_SIZE), 0)
+        sig = _head_mac(self._key, seq, mac)  # seq is an int, mac and sig are hex: plain JSON
+        head = f'{{"seq": {seq}, "mac": "{mac}", "sig": "{sig}"}}'.encode()
+        os.pwrite(self._head_fd, head.ljust(HEAD_SIZE), 0)
 
     def _tail(self) -> tuple[int, str]:
         last: dict[str, Any] | None = None
@@ -129,39 +133,49 @@ class AuditLog:
 
     def append(self, **fields: Any) -> int:
         """Add one entry; AuditError if it could not be written (the caller must then fail)."""
+        return self.append_many([fields])[-1]
+
+    def append_many(self, entries: list[dict[str, Any]]) -> list[int]:
+        """Add entries in order, with one lock, one write and one head update (the web
+        process's group commit); their seqs. All or none are written: AuditError if not."""
         with self._lock:
             try:
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
             except (OSError, ValueError) as exc:
                 raise AuditError(f"Cannot lock the audit log {self.path}: {_why(exc)}.") from None
             try:
-                return self._append_locked(fields)
+                return self._append_locked(entries)
             finally:
-                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _append_locked(self, fields: dict[str, Any]) -> int:
-        size = os.fstat(self._fh.fileno()).st_size
+    def _append_locked(self, entries: list[dict[str, Any]]) -> list[int]:
+        size = os.fstat(self._fd).st_size
         if size != self._end:  # another process appended: continue from its last entry
             self._seq, self._mac = _last_entry(self.path)
-        entry = {"seq": self._seq + 1, "time": _now(), "prev": self._mac, **fields}
-        body = _canonical(entry)
-        entry["mac"] = hmac.new(self._key, body, hashlib.sha256).hexdigest()
-        line = body[:-1] + b',"mac":"' + entry["mac"].encode() + b'"}\n'  # one encoding
+        seq, mac, now = self._seq, self._mac, _now()
+        lines = []
+        for fields in entries:
+            seq += 1
+            body = _canonical({"seq": seq, "time": now, "prev": mac, **fields})
+            mac = hmac.digest(self._key, body, "sha256").hex()
+            lines.append(body[:-1] + b',"mac":"' + mac.encode() + b'"}\n')  # one encoding
+        data = b"".join(lines)
         try:
-            self._fh.write(line.decode())
-            self._fh.flush()
-            self._write_head(entry["seq"], entry["mac"])
+            if os.write(self._fd, data) != len(data):  # O_APPEND: one write for the group
+                raise OSError(28, "short write (disk full?)")
+            self._write_head(seq, mac)
         except (OSError, ValueError) as exc:
             raise AuditError(
                 f"Cannot write the audit log {self.path}: {_why(exc)}.",
                 hint="Free disk space or fix the log's permissions.",
             ) from None
-        self._seq, self._mac = entry["seq"], entry["mac"]
-        self._end = size + len(line)
-        return int(entry["seq"])
+        first = self._seq + 1
+        self._seq, self._mac = seq, mac
+        self._end = size + len(data)
+        return list(range(first, seq + 1))
 
     def close(self) -> None:
-        self._fh.close()
+        os.close(self._fd)
         os.close(self._head_fd)
 
 
@@ -186,7 +200,7 @@ def _now() -> str:
 
 
 def _head_mac(key: bytes, seq: int, mac: str) -> str:
-    return hmac.new(key, f"head {seq} {mac}".encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, f"head {seq} {mac}".encode(), "sha256").hex()
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:

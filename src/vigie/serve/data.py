@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from vigie.guard.service import GuardContext, PostureSource
 
 DATA_OPS = {"kpis", "kpi", "sql", "status"}  # closed while the guard fails
+WATCH_POLL = 0.05  # s: how fast the web process learns that cached answers no longer hold
 
 log = logging.getLogger("vigie.data")
 
@@ -482,6 +483,32 @@ class DataService:
                 "kind": "internal", "message": "The data service failed on this request.",
                 "hint": "The service's log has the details."}})  # fmt: skip
 
+    def serving_state(self) -> str | None:
+        """What KPI answers depend on: the snapshot's generation while data may be served,
+        None while the guard keeps it closed (or no snapshot is published)."""
+        with self._swap:
+            snap = self._current
+        if snap is None or self.closed_because() is not None:
+            return None
+        return f"g{snap.generation}"
+
+    def watch(self, out: Any) -> None:
+        """Stream ``serving_state`` to the web process: one line at once, one at every change
+        (looked at every ``WATCH_POLL`` s) and a heartbeat every second. The web process
+        keeps KPI answers only while the line it last read says they hold."""
+        last, beat = b"", 0.0
+        while not self.stop_event.is_set():
+            state = self.serving_state()
+            line = protocol.encode({"state": state})
+            if line != last or time.monotonic() - beat >= 1.0:
+                try:
+                    out.write(line)
+                    out.flush()
+                except OSError:
+                    return
+                last, beat = line, time.monotonic()
+            self.stop_event.wait(WATCH_POLL)
+
     def start(self) -> None:
         """Publish the first snapshot (after a first sync when one is scheduled or the
         store does not exist yet), then listen on the socket and start the schedule: the
@@ -503,6 +530,9 @@ class DataService:
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 while line := self.rfile.readline(protocol.MAX_LINE):
+                    if line.strip() == protocol.WATCH:
+                        service.watch(self.wfile)
+                        return
                     self.wfile.write(service.handle(line))
                     self.wfile.flush()
 

@@ -16,6 +16,7 @@ from vigie import errors
 from vigie.errors import Unavailable, UsageError, VigieError
 
 OPS = ("ping", "kpis", "kpi", "sql", "status", "verify")
+WATCH = b'{"op":"watch"}'  # a connection that streams the serving state (see DataService.watch)
 MAX_LINE = 1 << 20  # requests are small; an answer may be large
 _AF_UNIX_MAX = 107
 
@@ -54,8 +55,11 @@ def error_from_wire(body: dict[str, Any]) -> VigieError:
     return exc
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # built once, not per call
+
+
 def encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode() + b"\n"
+    return _ENCODER.encode(obj).encode() + b"\n"
 
 
 RAW_PREFIX = b'{"ok":true,"rows":'

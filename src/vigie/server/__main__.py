@@ -7,7 +7,9 @@ to start if its environment holds vigie key material.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import sys
 import threading
 import time
@@ -17,6 +19,8 @@ import uvicorn
 
 from vigie.serve.launch import KEY_VARIABLES
 from vigie.server.app import WebSettings, create_app
+
+PR_SET_PDEATHSIG = 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,15 +53,23 @@ def main(argv: list[str] | None = None) -> None:
 
 def _die_with_parent() -> None:
     """Exit when `vigie serve` is gone (even killed with SIGKILL): an orphaned web process
-    would keep the port, answering 503, with nobody watching it."""
+    would keep the port, answering 503, with nobody watching it. The kernel sends SIGTERM
+    (``PR_SET_PDEATHSIG``); where that is not available, a thread polls the parent."""
     parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(0)
+
+        threading.Thread(target=watch, name="vigie-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # gone before the signal was armed
         os._exit(0)
-
-    threading.Thread(target=watch, name="vigie-parent-watch", daemon=True).start()
 
 
 if __name__ == "__main__":

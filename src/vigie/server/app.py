@@ -6,12 +6,14 @@ enumerate the app's routes, so a new route is checked without anyone listing it.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +30,7 @@ from vigie.access.keys import AccessFile
 from vigie.audit.log import AuditLog, read_entries
 from vigie.errors import AuditError, UsageError, VigieError
 from vigie.serve import protocol
+from vigie.server.answers import Answers
 from vigie.server.auth import SESSION_COOKIE, SESSION_TTL, Gate, check_origin, client_of
 from vigie.server.datalink import DataLink
 
@@ -77,10 +80,19 @@ def error_body(kind: str, message: str, hint: str | None = None) -> dict[str, An
 
 
 def create_app(settings: WebSettings) -> FastAPI:
-    app = FastAPI(title="vigie", version="1", openapi_url=None, docs_url=None, redoc_url=None)
+    answers = Answers(settings.socket)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        follow = asyncio.create_task(answers.follow())
+        yield
+        follow.cancel()
+
+    app = FastAPI(title="vigie", version="1", openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)  # fmt: skip
     gate = Gate(AccessFile(settings.access))
     audit = AuditLog(settings.audit_log)
-    data = DataLink(settings.socket)
+    data = DataLink(settings.socket, answers)
     app.state.gate, app.state.audit, app.state.settings = gate, audit, settings
     _errors(app)
     _routes(app, gate, data, settings)
@@ -147,31 +159,17 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
         gate.require(request, Action.READ_KPIS)
         return JSONResponse(await data.ask("kpis"))
 
-    @app.get("/api/kpis/{name}")
-    async def kpi(
-        request: Request,
-        name: str,
-        by: Annotated[str, Query(max_length=200)] = "",
-        from_: Annotated[str, Query(alias="from", max_length=40)] = "",
-        to: Annotated[str, Query(max_length=40)] = "",
-        grain: Annotated[str, Query(max_length=10)] = "day",
-        where: Annotated[list[str] | None, Query(max_length=200)] = None,
-        format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
-    ) -> Any:
+    @app.get("/api/kpis/{name}", openapi_extra={"parameters": KPI_PARAMETERS})
+    async def kpi(request: Request) -> Any:
         """One KPI over whole periods, one dimension at a time, small cells suppressed
         (the same compiler and pattern as `vigie kpi show`). ``format=csv`` streams CSV."""
+        # parameters are parsed by hand (``kpi_params``) and documented in KPI_PARAMETERS:
+        # FastAPI's per-parameter validation was a fifth of the web process's time on this,
+        # the busiest route
         gate.require(request, Action.READ_KPIS)
-        line = await data.ask_line(
-            "kpi",
-            {
-                "name": name[:100],
-                "by": by,
-                "from": from_,
-                "to": to,
-                "grain": grain,
-                "where": where or [],
-            },
-        )
+        name: str = request.path_params["name"]
+        args, format = kpi_params(request.scope.get("query_string", b""))
+        line = await data.kpi(name[:100], args, request.scope.get("query_string", b""))
         raw = protocol.raw_result(line)
         if format == "json" and raw is not None:  # passed through as the data process wrote it
             request.state.rows = raw[0]
@@ -253,6 +251,49 @@ def _routes(app: FastAPI, gate: Gate, data: DataLink, settings: WebSettings) -> 
         return JSONResponse(await data.ask("status"))
 
 
+KPI_LIMITS = {"by": 200, "from": 40, "to": 40, "grain": 10, "where": 200, "format": 4}
+KPI_PARAMETERS = [
+    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+     "description": "The KPI, as listed by GET /api/kpis."},
+    {"name": "by", "in": "query", "schema": {"type": "string", "maxLength": 200, "default": ""},
+     "description": "Dimensions, comma-separated (model, firmware, country)."},
+    {"name": "from", "in": "query", "schema": {"type": "string", "maxLength": 40},
+     "description": "First day (ISO date, UTC); default: the store's range."},
+    {"name": "to", "in": "query", "schema": {"type": "string", "maxLength": 40},
+     "description": "Day after the last (ISO date, UTC)."},
+    {"name": "grain", "in": "query",
+     "schema": {"type": "string", "maxLength": 10, "default": "day"}},
+    {"name": "where", "in": "query", "description": "Filters such as country=FR; repeatable.",
+     "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 20}},
+    {"name": "format", "in": "query",
+     "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}},
+]  # fmt: skip
+
+
+def kpi_params(query: bytes) -> tuple[dict[str, Any], str]:
+    """The KPI route's query string, checked: (the data service's args, the format)."""
+    args: dict[str, Any] = {"by": "", "from": "", "to": "", "grain": "day", "where": []}
+    format = "json"
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    for key, value in pairs:
+        if key not in KPI_LIMITS:
+            raise UsageError(f"Unknown parameter {key[:40]!r}.",
+                             hint="Use by, from, to, grain, where and format.")  # fmt: skip
+        if len(value) > KPI_LIMITS[key]:
+            raise UsageError(f"Parameter {key} is over {KPI_LIMITS[key]} characters.")
+        if key == "where":
+            args["where"].append(value)
+        elif key == "format":
+            format = value
+        else:
+            args[key] = value
+    if format not in ("json", "csv"):
+        raise UsageError(f"format must be json or csv, not {format[:10]!r}.")
+    if len(args["where"]) > 20:
+        raise UsageError("At most 20 where= filters.")
+    return args, format
+
+
 def _pages(app: FastAPI, gate: Gate, settings: WebSettings) -> None:
     @app.get("/", include_in_schema=False)
     async def dashboard(request: Request) -> Response:
@@ -330,6 +371,7 @@ class AuditMiddleware:
 
     def __init__(self, app: Asgi, audit: AuditLog, tls: bool) -> None:
         self.app, self.audit, self.tls = app, audit, tls
+        self.group = AuditGroup(audit)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -344,7 +386,7 @@ class AuditMiddleware:
                 return
             if message["type"] == "http.response.start":
                 try:
-                    self._record(scope, message["status"])
+                    await self.group.record(self._entry(scope, message["status"]))
                 except AuditError as exc:
                     failed = True
                     body = json.dumps(
@@ -380,7 +422,7 @@ class AuditMiddleware:
             extra.append((b"strict-transport-security", b"max-age=31536000"))
         return headers + extra
 
-    def _record(self, scope: MutableMapping[str, Any], status: int) -> None:
+    def _entry(self, scope: MutableMapping[str, Any], status: int) -> dict[str, Any]:
         state = scope["state"]
         actor = state.get("actor")
         route = scope.get("route")
@@ -390,26 +432,61 @@ class AuditMiddleware:
         if "sql" in state:
             params["sql"] = _scrub(state["sql"])
         client = scope.get("client")
-        self.audit.append(
-            actor=actor.name if actor else None,
-            role=str(actor.role) if actor else None,
-            method=scope["method"],
-            path=_scrub(scope["path"])[:300],
-            route=getattr(route, "path", None),
-            params=params,
-            status=status,
-            rows=state.get("rows"),
-            kind=state.get("kind"),
-            reason=state.get("reason"),
-            client=client[0] if client else None,
-        )
+        return {
+            "actor": actor.name if actor else None,
+            "role": str(actor.role) if actor else None,
+            "method": scope["method"],
+            "path": _scrub(scope["path"])[:300],
+            "route": getattr(route, "path", None),
+            "params": params,
+            "status": status,
+            "rows": state.get("rows"),
+            "kind": state.get("kind"),
+            "reason": state.get("reason"),
+            "client": client[0] if client else None,
+        }
+
+
+class AuditGroup:
+    """Group commit of the web process's audit entries: the requests answered in one turn
+    of the event loop are appended together (one lock, one write, one head update), and
+    each answer waits until its entry is written, or fails with the group's AuditError."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+
+    async def record(self, entry: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((entry, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush)
+        await done
+
+    def _flush(self) -> None:
+        group, self._pending = self._pending, []
+        try:
+            self.audit.append_many([entry for entry, _ in group])
+        except Exception as exc:  # every waiter gets an answer, never a hang
+            if not isinstance(exc, AuditError):
+                log.error("audit group failed", exc_info=exc)
+                exc = AuditError(f"The audit entry could not be made ({type(exc).__name__}).")
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in group:
+            if not done.done():  # a request cancelled meanwhile (client gone) is written too
+                done.set_result(None)
 
 
 def _scrub(text: str) -> str:
     """``text`` with anything shaped like an API key replaced: a key pasted in the wrong
     place (a query string, a SQL comment) never reaches the audit log."""
-    return API_KEY.sub("vk_[redacted]", text)
+    return API_KEY.sub("vk_[redacted]", text) if "vk_" in text else text
 
 
 def _query_pairs(scope: MutableMapping[str, Any]) -> list[tuple[str, str]]:
-    return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query = scope.get("query_string", b"")
+    return parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else []
