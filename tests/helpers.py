@@ -9,7 +9,7 @@ from vigie.db.connect import connect
 from vigie.db.dsn import Dsn
 from vigie.db.ops import execute, query
 from vigie.keys import Keys
-from vigie.stores.duckdb_store import Store
+from vigie.stores.duckdb_store import Store, q
 
 LINEAGE = ("_vigie_first_seen", "_vigie_run")
 
@@ -52,8 +52,8 @@ def store_content(path: Path, keys: Keys) -> dict[str, list[tuple[Any, ...]]]:
                 )
                 if c not in LINEAGE
             ]
-            select = ", ".join(f'"{c}"' for c in cols)
-            out[table] = sorted(store.rows(f'SELECT {select} FROM "{table}"'), key=repr)
+            select = ", ".join(q(c) for c in cols)
+            out[table] = sorted(store.rows(f"SELECT {select} FROM {q(table)}"), key=repr)
     return out
 
 

@@ -56,14 +56,31 @@ class Dsn:
         auth = f"{auth}@" if auth else ""
         return f"{self.engine}://{auth}{self.host}:{self.port}/{self.database}"
 
-    def libpq(self) -> str:
-        """A libpq connection string (PostgreSQL only); holds the password."""
-        parts = [f"host={self.host}", f"port={self.port}", f"dbname={self.database}"]
+    def libpq(self, **extra: str) -> str:
+        """A libpq connection string (PostgreSQL only); holds the password. Built by
+        psycopg's ``make_conninfo``, which quotes every value: a password with a space or a
+        quote stays one value."""
+        from psycopg.conninfo import make_conninfo
+
+        params = {"host": self.host, "port": str(self.port), "dbname": self.database}
         if self.user:
-            parts.append(f"user={self.user}")
+            params["user"] = self.user
         if self.password:
-            parts.append(f"password={self.password}")
-        return " ".join(parts)
+            params["password"] = self.password
+        return str(make_conninfo("", **params, **extra))
+
+    def mysql_attach(self) -> str:
+        """The DuckDB MySQL extension's connection string: each value double-quoted, with
+        its backslashes and double quotes escaped (the extension's own syntax)."""
+
+        def value(text: str) -> str:
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        params = {"host": self.host, "port": str(self.port), "user": self.user or "root",
+                  "database": self.database}  # fmt: skip
+        if self.password:
+            params["password"] = self.password
+        return " ".join(f"{k}={value(v)}" for k, v in params.items())
 
     def with_database(self, database: str) -> Dsn:
         """The same server, another database."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 from vigie.db.dsn import Engine
+from vigie.db.quote import ident
 from vigie.fleet.schema import Column, ForeignKey, Table
 
 _TYPES: dict[Engine, dict[str, str]] = {
@@ -39,7 +40,7 @@ _TYPES: dict[Engine, dict[str, str]] = {
 
 def quote(engine: Engine, name: str) -> str:
     """Quote an identifier for ``engine``."""
-    return f"`{name}`" if engine == "mysql" else f'"{name}"'
+    return ident(engine, name)
 
 
 def column_type(engine: Engine, col: Column) -> str:

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from vigie.db.dsn import Dsn
+from vigie.db.quote import ident, literal
 from vigie.errors import ConnectionFailed, SyncError
 from vigie.sources.base import (
     CursorValue,
@@ -72,20 +73,27 @@ class DuckSource:
         self._catalog_cache = None
 
     def _attach_string(self) -> str:
-        d = self.dsn
-        parts = [f"host={d.host}", f"port={d.port}", f"user={d.user or 'root'}"]
-        parts.append(f"dbname={d.database}" if self.pg else f"database={d.database}")
-        if d.password:
-            parts.append(f"password={d.password}")
-        if self.pg:  # no JIT: compiling each scan costs more CPU than it saves here
-            parts.append("options=-cjit=off")
-        return " ".join(parts).replace("'", "''")
+        """The connection string, its values quoted by the driver's rules (never pasted);
+        then made one DuckDB string literal."""
+        # PostgreSQL without JIT: compiling each scan costs more CPU than it saves here
+        text = self.dsn.libpq(options="-cjit=off") if self.pg else self.dsn.mysql_attach()
+        return text.replace("'", "''")
 
     def _attach_options(self) -> str:
         return "(TYPE postgres, READ_ONLY)" if self.pg else "(TYPE mysql, READ_ONLY)"
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.dsn.password, "***") if self.dsn.password else text
+        """An engine message without the connection string or the password, in any of the
+        forms it is written in (raw, or escaped by either connection-string syntax)."""
+        if not self.dsn.password:
+            return text
+        conninfo = self.dsn.libpq(options="-cjit=off") if self.pg else self.dsn.mysql_attach()
+        text = text.replace(conninfo, "<connection string>")
+        p = self.dsn.password
+        for form in (p, p.replace("\\", "\\\\").replace("'", "\\'"),
+                     p.replace("\\", "\\\\").replace('"', '\\"')):  # fmt: skip
+            text = text.replace(form, "***")
+        return text
 
     # -- raw SQL on the server -------------------------------------------------------------
 
@@ -104,14 +112,17 @@ class DuckSource:
         return rows[0][0] if rows else None
 
     def q(self, name: str) -> str:
-        return f'"{name}"' if self.pg else f"`{name}`"
+        return ident("postgresql" if self.pg else "mysql", name)
+
+    def lit(self, text: str) -> str:
+        return literal("postgresql" if self.pg else "mysql", text)
 
     # -- schema ----------------------------------------------------------------------------
 
     def table_names(self) -> list[str]:
         rows = self._rows(
             "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-            f"AND table_schema = '{self.schema}'"
+            f"AND table_schema = {self.lit(self.schema)}"
         )
         return sorted(str(r[0]) for r in rows)
 
@@ -133,7 +144,7 @@ class DuckSource:
             for name, column, kind, nullable, raw in self._rows(
                 "SELECT table_name, column_name, data_type, is_nullable, "
                 + ("udt_name" if self.pg else "column_type")
-                + f" FROM information_schema.columns WHERE table_schema = '{self.schema}' "
+                + f" FROM information_schema.columns WHERE table_schema = {self.lit(self.schema)} "
                 "ORDER BY table_name, ordinal_position"
             ):
                 columns.setdefault(str(name), []).append(
@@ -163,12 +174,12 @@ class DuckSource:
                 "JOIN pg_class c ON c.oid = i.indrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                f"WHERE i.indisprimary AND n.nspname = '{self.schema}' "
+                f"WHERE i.indisprimary AND n.nspname = {self.lit(self.schema)} "
                 "ORDER BY c.relname, array_position(i.indkey::int2[], a.attnum)"
             )
         return (
             "SELECT table_name, column_name FROM information_schema.key_column_usage "
-            f"WHERE table_schema = '{self.schema}' AND constraint_name = 'PRIMARY' "
+            f"WHERE table_schema = {self.lit(self.schema)} AND constraint_name = 'PRIMARY' "
             "ORDER BY table_name, ordinal_position"
         )
 
@@ -186,7 +197,7 @@ class DuckSource:
                 "JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1] "
                 "JOIN pg_attribute pa ON pa.attrelid = k.confrelid AND pa.attnum = k.confkey[1] "
                 "WHERE k.contype = 'f' AND cardinality(k.conkey) = 1 "
-                f"AND n.nspname = '{self.schema}'"
+                f"AND n.nspname = {self.lit(self.schema)}"
             )
         return (
             "SELECT kcu.table_name, kcu.column_name, kcu.referenced_table_name, "
@@ -194,7 +205,7 @@ class DuckSource:
             "FROM information_schema.referential_constraints rc "
             "JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = "
             "rc.constraint_name AND kcu.constraint_schema = rc.constraint_schema "
-            f"WHERE kcu.table_schema = '{self.schema}'"
+            f"WHERE kcu.table_schema = {self.lit(self.schema)}"
         )
 
     # -- snapshot --------------------------------------------------------------------------
@@ -260,12 +271,13 @@ class DuckSource:
 
     def estimate_rows(self, table: SourceTable) -> int | None:
         if self.pg:
-            oid = f"'{self.schema}.{table.name}'::regclass"
-            sql = f"SELECT reltuples::bigint FROM pg_class WHERE oid = {oid}"
+            name = self.lit(f"{self.q(self.schema)}.{self.q(table.name)}")
+            sql = f"SELECT reltuples::bigint FROM pg_class WHERE oid = {name}::regclass"
         else:
             sql = (
                 "SELECT table_rows FROM information_schema.tables "
-                f"WHERE table_schema = '{self.schema}' AND table_name = '{table.name}'"
+                f"WHERE table_schema = {self.lit(self.schema)} "
+                f"AND table_name = {self.lit(table.name)}"
             )
         value = self._scalar(sql)
         return int(value) if value is not None and int(value) > 0 else None
@@ -336,7 +348,7 @@ class DuckSource:
             "s.analyze_count + s.autoanalyze_count)::text "
             "FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid "
             "JOIN pg_stat_database d ON d.datname = current_database() "
-            f"WHERE s.schemaname = '{self.schema}'"
+            f"WHERE s.schemaname = {self.lit(self.schema)}"
         )
         return {
             str(name): RowCounters(str(epoch), int(deleted), f"{epoch}/{maintained}", int(live))

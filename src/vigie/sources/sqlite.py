@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from vigie.db.connect import connect
 from vigie.db.dsn import Dsn
+from vigie.db.quote import ident
 from vigie.sources.base import (
     CursorValue,
     Filter,
@@ -73,7 +74,7 @@ class SQLiteSource:
         return sorted(r[0] for r in rows)
 
     def describe(self, table: str) -> SourceTable:
-        info = self.conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+        info = self.conn.execute(f"PRAGMA table_info({_q(table)})").fetchall()
         columns = tuple(
             SourceColumn(name, sqlite_kind(decl or ""), decl or "", not notnull and not pk)
             for _, name, decl, notnull, _, pk in info
@@ -94,7 +95,7 @@ class SQLiteSource:
         self.conn.close()
 
     def max_value(self, table: SourceTable, column: str) -> CursorValue | None:
-        (value,) = self.conn.execute(f'SELECT MAX("{column}") FROM "{table.name}"').fetchone()
+        (value,) = self.conn.execute(f"SELECT MAX({_q(column)}) FROM {_q(table.name)}").fetchone()
         if value is None:
             return None
         if table.column(column).kind == "timestamp":
@@ -106,7 +107,7 @@ class SQLiteSource:
             return None
         first = table.primary_key[0]
         lo, hi = self.conn.execute(
-            f'SELECT MIN("{first}"), MAX("{first}") FROM "{table.name}"'
+            f"SELECT MIN({_q(first)}), MAX({_q(first)}) FROM {_q(table.name)}"
         ).fetchone()
         return None if lo is None else (int(lo), int(hi))
 
@@ -119,7 +120,7 @@ class SQLiteSource:
         raise NotImplementedError("SQLite does not share its snapshot with other connections")
 
     def estimate_rows(self, table: SourceTable) -> int | None:
-        (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
+        (n,) = self.conn.execute(f"SELECT COUNT(*) FROM {_q(table.name)}").fetchone()
         return int(n)
 
     def read(
@@ -132,9 +133,9 @@ class SQLiteSource:
     ) -> Iterator[pa.Table]:
         conds, params = _range(table, keys)
         if where is not None:
-            conds.append(f'"{where.column}" {">=" if where.inclusive else ">"} ?')
+            conds.append(f"{_q(where.column)} {'>=' if where.inclusive else '>'} ?")
             params.append(_param(where.value))
-        sql = f'SELECT {_cols(columns)} FROM "{table.name}"'
+        sql = f"SELECT {_cols(columns)} FROM {_q(table.name)}"
         sql += f" WHERE {' AND '.join(conds)}" if conds else ""
         sql += f" ORDER BY {_cols(list(table.primary_key))}"
         cursor = self.conn.execute(sql, params)
@@ -144,23 +145,23 @@ class SQLiteSource:
 
     def bucket_counts(self, table: SourceTable, width: int) -> dict[int, int]:
         if not bucketed(table):
-            (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
+            (n,) = self.conn.execute(f"SELECT COUNT(*) FROM {_q(table.name)}").fetchone()
             return {0: int(n)}
         first = table.primary_key[0]
         rows = self.conn.execute(
-            f'SELECT "{first}" / {width} AS b, COUNT(*) FROM "{table.name}" GROUP BY b'
+            f"SELECT {_q(first)} / {width} AS b, COUNT(*) FROM {_q(table.name)} GROUP BY b"
         ).fetchall()
         return {int(b): int(n) for b, n in rows}
 
     def row_count(self, table: SourceTable) -> int:
-        (n,) = self.conn.execute(f'SELECT COUNT(*) FROM "{table.name}"').fetchone()
+        (n,) = self.conn.execute(f"SELECT COUNT(*) FROM {_q(table.name)}").fetchone()
         return int(n)
 
     def row_counters(self) -> dict[str, RowCounters]:
         return {}  # SQLite keeps no such statistic: deletes are always counted
 
     def foreign_keys(self, table: SourceTable) -> list[ForeignKey]:
-        rows = self.conn.execute(f'PRAGMA foreign_key_list("{table.name}")').fetchall()
+        rows = self.conn.execute(f"PRAGMA foreign_key_list({_q(table.name)})").fetchall()
         return [ForeignKey(r[3], r[2], r[4], str(r[6]).upper()) for r in rows]
 
     def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:
@@ -172,13 +173,13 @@ class SQLiteSource:
                 parts.append(" AND ".join(conds) or "1")
                 params += values
             where = " OR ".join(f"({p})" for p in parts)
-            sql = f'SELECT {_cols(list(table.primary_key))} FROM "{table.name}" WHERE {where}'
+            sql = f"SELECT {_cols(list(table.primary_key))} FROM {_q(table.name)} WHERE {where}"
             yield _to_arrow(self.conn.execute(sql, params).fetchall(), schema)
 
     def sample(self, table: SourceTable, rows: int) -> pa.Table:
         schema = pa.schema([(c.name, _ARROW[c.kind]) for c in table.columns])
         data = self.conn.execute(
-            f'SELECT {_cols(list(table.names))} FROM "{table.name}" LIMIT ?', (rows,)
+            f"SELECT {_cols(list(table.names))} FROM {_q(table.name)} LIMIT ?", (rows,)
         ).fetchall()
         return _to_arrow(data, schema)
 
@@ -189,16 +190,20 @@ def _range(table: SourceTable, keys: KeyRange | None) -> tuple[list[str], list[A
     first = table.primary_key[0]
     conds, params = [], []
     if keys.start is not None:
-        conds.append(f'"{first}" >= ?')
+        conds.append(f"{_q(first)} >= ?")
         params.append(keys.start)
     if keys.stop is not None:
-        conds.append(f'"{first}" < ?')
+        conds.append(f"{_q(first)} < ?")
         params.append(keys.stop)
     return conds, params
 
 
+def _q(name: str) -> str:
+    return ident("sqlite", name)
+
+
 def _cols(columns: list[str]) -> str:
-    return ", ".join(f'"{c}"' for c in columns)
+    return ", ".join(_q(c) for c in columns)
 
 
 def _param(value: CursorValue) -> Any:
