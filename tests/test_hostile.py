@@ -4,6 +4,7 @@ doors, values that must not reach a message. Real SQLite, PostgreSQL and MariaDB
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ import yaml
 
 from helpers import prod_exec, store_content
 from vigie.db.connect import connect
-from vigie.db.dsn import Dsn
-from vigie.errors import VigieError
+from vigie.db.dsn import Dsn, parse_dsn
+from vigie.errors import DsnError, KeyfileError, StoreError, SyncError, VigieError
+from vigie.keys import init_keyfile, load_keys
 from vigie.sources import open_source
 from vigie.stores.duckdb_store import Store, q
 from vigie.sync.run import sync
@@ -104,3 +106,205 @@ def test_a_dsn_password_with_a_space_and_quotes_never_shows(server, request, key
         shown = str(err.value) + (err.value.hint or "")
         for part in ("first", "half", "second", "third"):
             assert part not in shown, shown
+
+
+def test_keys_init_never_writes_through_a_planted_temporary_file(tmp_path):
+    """A file or symlink waiting where a predictable temporary name would be is left alone:
+    the keys go through a fresh file of their own, 0600."""
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o700)
+    target = tmp_path / "attacker-reads-this"
+    target.write_text("")
+    (folder / "vigie.keys.tmp").symlink_to(target)
+    planted = folder / ".vigie.keys.tmp"
+    planted.write_text("")
+    planted.chmod(0o666)
+    init_keyfile(folder / "vigie.keys")
+    assert target.read_text() == "" and planted.read_text() == ""
+    assert stat.S_IMODE((folder / "vigie.keys").stat().st_mode) == 0o600
+    assert sorted(p.name for p in folder.iterdir()) == [".vigie.keys.tmp", "vigie.keys",
+                                                         "vigie.keys.tmp"]  # fmt: skip
+
+
+def test_a_keyfile_path_that_is_a_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "k").mkdir()
+    with pytest.raises(KeyfileError, match="is not a file"):
+        load_keys(tmp_path / "k")
+
+
+def test_a_keyfile_in_a_folder_others_can_write_is_refused(tmp_path):
+    open_folder = tmp_path / "shared"
+    open_folder.mkdir()
+    init_keyfile(open_folder / "vigie.keys")
+    open_folder.chmod(0o777)
+    with pytest.raises(KeyfileError, match="a folder others can write to"):
+        load_keys(open_folder / "vigie.keys")
+
+
+def test_a_store_symlinked_into_an_open_folder_is_refused(sqlite_dsn, keys, tmp_path):
+    """The mode checks look at where the store really is, not at the symlink's folder."""
+    open_folder = tmp_path / "world"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    (mine / "vigie.duckdb").symlink_to(open_folder / "vigie.duckdb")
+    with pytest.raises(StoreError, match="open to others"):
+        Store(mine / "vigie.duckdb", keys, create=True)
+
+
+def test_a_keyfile_inside_the_store_folder_is_refused(tmp_path):
+    folder = tmp_path / "store"
+    folder.mkdir(mode=0o700)
+    keys = init_keyfile(folder / "vigie.keys")
+    with pytest.raises(KeyfileError, match="in the store's folder"):
+        Store(folder / "vigie.duckdb", keys, create=True)
+
+
+# -- every kept value is scanned, whatever its type --------------------------------------
+
+PLANTED = {  # engine -> column type, a value with something personal in it (SQL literal)
+    "postgresql": [
+        ("jsonb", """'{"contact": "ann@example.com"}'"""),
+        ("inet", "'10.1.2.3'"),
+        ("macaddr", "'08:00:2b:01:02:03'"),
+        ("text[]", "ARRAY['camera', 'bob@example.org']"),
+        ("bytea", "convert_to('call +33 6 12 34 56 78', 'UTF8')"),
+        ("json", """'[{"ip": "192.168.7.9"}]'"""),
+    ],
+    "mysql": [
+        ("JSON", """'{"contact": "ann@example.com"}'"""),
+        ("BLOB", "'bob@example.org'"),
+        ("VARBINARY(40)", "'08:00:2b:01:02:03'"),
+        ("ENUM('a','ann@example.com')", "'ann@example.com'"),
+    ],
+    "sqlite": [
+        ("", "'ann@example.com'"),  # untyped
+        ("BLOB", "CAST('bob@example.org' AS BLOB)"),
+        ("WHATEVER", "'10.1.2.3'"),
+    ],
+}
+
+
+def _one_column_table(dsn: Dsn, kind: str, value: str, tmp_path: Path) -> Path:
+    if dsn.engine == "sqlite":
+        sqlite3.connect(dsn.path).close()
+    prod_exec(dsn, f"CREATE TABLE t (id INTEGER PRIMARY KEY, v {kind})",
+              f"INSERT INTO t VALUES (1, {value})")  # fmt: skip
+    return _policy(tmp_path / "p.yaml", "t", ["v"])
+
+
+@pytest.mark.parametrize(
+    ("engine", "case"),
+    [(e, i) for e, cases in PLANTED.items() for i in range(len(cases))],
+    ids=[f"{e}-{c[0] or 'untyped'}" for e, cases in PLANTED.items() for c in cases],
+)
+def test_a_kept_column_of_any_type_is_scanned(engine, case, request, keys, store_path, tmp_path):
+    """jsonb, json, inet, macaddr, arrays, bytea; MariaDB JSON, BLOB, VARBINARY, ENUM;
+    SQLite untyped and BLOB: what they hold is scanned like text, and stops the table."""
+    dsn = request.getfixturevalue({"postgresql": "pg_dsn", "mysql": "mysql_dsn",
+                                   "sqlite": "sqlite_dsn"}[engine])  # fmt: skip
+    kind, value = PLANTED[engine][case]
+    report = sync(dsn, _one_column_table(dsn, kind, value, tmp_path), store_path, keys)
+    (result,) = report.tables
+    assert result.status == "stopped", result
+    assert "kept values look like" in result.message
+    for clear in ("ann", "bob", "example", "10.1.2.3", "08:00", "192.168", "12 34"):
+        assert clear not in result.message  # the example shown is redacted
+    assert store_content(store_path, keys).get("t", []) == []
+
+
+def test_kept_binary_that_is_not_text_is_refused_unless_allowed(pg_dsn, keys, store_path,
+                                                                tmp_path):  # fmt: skip
+    policy = _one_column_table(pg_dsn, "bytea", "'\\xfffe00d8'::bytea", tmp_path)
+    (result,) = sync(pg_dsn, policy, store_path, keys).tables
+    assert result.status == "stopped" and "binary that is not text" in result.message
+    policy.write_text(
+        policy.read_text().replace(
+            "keep}", 'keep, allow: {binary: "firmware signature bytes, no personal data"}}'
+        )
+    )
+    (result,) = sync(pg_dsn, policy, store_path, keys).tables
+    assert result.status == "ok" and result.inserted == 1
+
+
+def test_messy_sqlite_timestamps_are_read_as_utc(sqlite_dsn, keys, store_path, tmp_path):
+    """ISO with T, fractions, offsets, a date alone, epoch seconds: one rule, UTC."""
+    sqlite3.connect(sqlite_dsn.path).close()
+    forms = ["2024-03-01 10:00:00", "2024-03-01T10:00:00", "2024-03-01T10:00:00.250",
+             "2024-03-01T12:00:00+02:00", "2024-03-01", "1709287200"]  # fmt: skip
+    prod_exec(sqlite_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TIMESTAMP)",
+              *[f"INSERT INTO t VALUES ({i}, '{f}')" for i, f in enumerate(forms)])  # fmt: skip
+    prod_exec(sqlite_dsn, "UPDATE t SET v = 1709287200 WHERE id = 5")  # an integer, not text
+    sync(sqlite_dsn, _policy(tmp_path / "p.yaml", "t", ["v"]), store_path, keys)
+    with Store(store_path, keys) as store:
+        got = [str(v) for (v,) in store.rows("SELECT v FROM t ORDER BY v")]
+    assert got == ["2024-03-01 00:00:00", "2024-03-01 10:00:00", "2024-03-01 10:00:00",
+                   "2024-03-01 10:00:00", "2024-03-01 10:00:00",
+                   "2024-03-01 10:00:00.250000"]  # fmt: skip
+
+
+def test_a_garbage_sqlite_timestamp_is_named_never_shown(sqlite_dsn, keys, store_path,
+                                                        tmp_path):  # fmt: skip
+    sqlite3.connect(sqlite_dsn.path).close()
+    prod_exec(sqlite_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TIMESTAMP)",
+              "INSERT INTO t VALUES (1, 'ann@example.com was here')")  # fmt: skip
+    with pytest.raises(VigieError) as err:
+        sync(sqlite_dsn, _policy(tmp_path / "p.yaml", "t", ["v"]), store_path, keys)
+    text = str(err.value) + str(err.value.hint)
+    assert "t.v holds values that are not a date or time" in text
+    assert "ann" not in text and "example" not in text
+
+
+# -- the store knows its source ------------------------------------------------------------
+
+
+def _admin(dsn: Dsn, sql: str) -> None:
+    conn = connect(dsn.with_database("postgres"))
+    conn.autocommit = True
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_store_refuses_another_database_than_its_own(engine, request, keys, store_path,
+                                                       tmp_path):  # fmt: skip
+    """Database A, then B into the same store: refused before anything is copied, and A's
+    next sync finds the store as A left it."""
+    a = request.getfixturevalue({"sqlite": "sqlite_dsn", "postgresql": "pg_dsn"}[engine])
+    if engine == "sqlite":
+        b = Dsn("sqlite", str(tmp_path / "other.db"))
+    else:
+        b = Dsn(a.engine, a.database + "_b", a.host, a.port, a.user, a.password)
+        _admin(a, f"CREATE DATABASE {b.database}")
+    try:
+        for dsn in (a, b):
+            policy = _one_column_table(dsn, "TEXT", "'red'", tmp_path)
+        sync(a, policy, store_path, keys)
+        with pytest.raises(SyncError, match="is a copy of another database") as err:
+            sync(b, policy, store_path, keys)
+        assert "nothing was copied" in str(err.value)
+        (result,) = sync(a, policy, store_path, keys).tables
+        assert (result.inserted, result.updated, result.deleted) == (0, 0, 0)
+    finally:
+        if engine == "postgresql":
+            _admin(a, f"DROP DATABASE IF EXISTS {b.database} WITH (FORCE)")
+
+
+def test_postgresql_nan_and_infinity_are_kept_never_zero(pg_dsn, keys, store_path, tmp_path):
+    prod_exec(pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v NUMERIC)",
+              "INSERT INTO t VALUES (1, 'NaN'), (2, 'Infinity'), (3, '-Infinity'), (4, 1.5)")  # fmt: skip
+    sync(pg_dsn, _policy(tmp_path / "p.yaml", "t", ["v"]), store_path, keys)
+    with Store(store_path, keys) as store:
+        got = [str(v) for (v,) in store.rows("SELECT v FROM t ORDER BY v")]
+    assert sorted(got) == sorted(["nan", "inf", "-inf", "1.5"])
+
+
+@pytest.mark.parametrize("text", ["postgresql://[::1/db", "postgresql://h/db%00x",
+                                  "mysql://h/d/e", "postgresql://u:s3cr3t@[zz/db"])  # fmt: skip
+def test_odd_dsns_are_clear_errors_without_their_password(text):
+    with pytest.raises(DsnError) as err:
+        parse_dsn(text)
+    assert "s3cr3t" not in str(err.value)

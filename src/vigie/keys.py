@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,12 +74,30 @@ def init_keyfile(path: Path, *, force: bool = False) -> Keys:
         "pseudonym_key": keys.pseudonym_key,
         "store_key": keys.store_key,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(body, fh, indent=2)
-    tmp.replace(path)
+    _write_private(path, json.dumps(body, indent=2).encode())
     return keys
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fresh temporary file of its own: created
+    exclusively (never an existing file or a symlink planted there), 0600, fsynced, then
+    renamed over ``path`` and the folder fsynced."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def load_keys(keyfile: Path | None = None) -> Keys:
@@ -99,19 +118,32 @@ def load_keys(keyfile: Path | None = None) -> Keys:
 
 def _read_keyfile(path: Path, via: str) -> Keys:
     try:
-        st = path.stat()
-    except FileNotFoundError:
+        real = path.resolve(strict=True)  # the file itself, symlinks followed
+        st = real.stat()
+    except (FileNotFoundError, RuntimeError):
         raise KeyfileError(
             f"Keyfile {path} (from {via}) does not exist.",
             hint="Create one with `vigie keys init --keyfile PATH`.",
         ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyfileError(
+            f"Keyfile {path} (from {via}) is not a file.",
+            hint="Point it at the file `vigie keys init` wrote.",
+        )
+    folder_mode = stat.S_IMODE(real.parent.stat().st_mode)
+    if folder_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise KeyfileError(
+            f"Keyfile {path} is in {real.parent}, a folder others can write to "
+            f"(mode {folder_mode:04o}): they could replace the keys.",
+            hint=f"Move it to a folder of your own (chmod 700), or chmod go-w {real.parent}",
+        )
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyfileError(
             f"Keyfile {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}).",
             hint=f"Restrict it: chmod 600 {path}",
         )
     try:
-        body = json.loads(path.read_text())
+        body = json.loads(real.read_text())
         pk, sk = body["pseudonym_key"], body["store_key"]
     except (ValueError, KeyError, TypeError):
         raise KeyfileError(

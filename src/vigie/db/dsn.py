@@ -100,8 +100,16 @@ def parse_dsn(text: str) -> Dsn:
         )
     if engine == "sqlite":
         return _parse_sqlite(text)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname
+    except ValueError as exc:
+        raise DsnError(f"DSN '{_shown(text)}' is not a valid URL: {exc}.",
+                       hint=f"Examples: {EXAMPLES}") from None  # fmt: skip
     database = unquote(parts.path.lstrip("/"))
+    if "\x00" in text or "\x00" in unquote(text) or "/" in database:
+        raise DsnError(f"DSN '{_shown(text)}' names no single database (a NUL or a '/' "
+                       "in its path).", hint=f"Examples: {EXAMPLES}")  # fmt: skip
     if not database:
         raise DsnError(f"DSN '{_shown(text)}' names no database.", hint=f"Examples: {EXAMPLES}")
     try:
@@ -111,7 +119,7 @@ def parse_dsn(text: str) -> Dsn:
     return Dsn(
         engine=engine,
         database=database,
-        host=parts.hostname or "127.0.0.1",
+        host=host or "127.0.0.1",
         port=port,
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
@@ -129,10 +137,8 @@ def _parse_sqlite(text: str) -> Dsn:
 
 def _shown(text: str) -> str:
     """``text`` with any password blanked, for error messages."""
-    try:
-        parts = urlsplit(text)
-        if parts.password:
-            return text.replace(f":{parts.password}@", ":***@")
-    except ValueError:
-        pass
-    return text
+    scheme, sep, rest = text.partition("://")
+    auth, at, tail = rest.rpartition("@")
+    if not sep or not at or ":" not in auth:
+        return text
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{tail}"  # no URL parsing: it may fail

@@ -65,13 +65,9 @@ class CompiledTable:
         return {c.name for c in self.columns if c.pseudonym}
 
     @property
-    def kept_text(self) -> list[str]:
-        """Kept text columns: what the content scan reads."""
-        return [
-            name
-            for name, rule in self.policy.columns.items()
-            if isinstance(rule.action, Keep) and self.source.column(name).kind == "text"
-        ]
+    def kept(self) -> list[str]:
+        """Kept columns: what the content scan reads (those of them that can hold text)."""
+        return [name for name, rule in self.policy.columns.items() if isinstance(rule.action, Keep)]
 
 
 def compile_table(policy: TablePolicy, source: SourceTable, key: str) -> CompiledTable:

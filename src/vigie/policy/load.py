@@ -36,7 +36,7 @@ from vigie.policy.model import (
     Where,
 )
 from vigie.policy.yamlmarks import Node, parse
-from vigie.scan.column import ALL_DETECTORS as DETECTORS
+from vigie.scan.column import ALLOWABLE as DETECTORS
 
 TOP_KEYS = ("version", "tables", "exclude")
 TABLE_KEYS = ("columns", "cursor")

@@ -17,6 +17,8 @@ from vigie.scan.names import find_names
 
 BEHAVIOUR = ("person_name", "identifier")
 ALL_DETECTORS = ("email", "phone", "mac", "ip", "card", "token", *BEHAVIOUR)
+OPAQUE = "binary"  # not a detector: allowing it keeps binary values no detector can read
+ALLOWABLE = (*ALL_DETECTORS, OPAQUE)
 
 
 def name_hit(column: str, distinct: pl.Series) -> Hit | None:

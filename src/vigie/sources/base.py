@@ -94,6 +94,10 @@ class Source(Protocol):
     dsn: Dsn
 
     def table_names(self) -> list[str]: ...
+    def identity(self) -> str:
+        """What tells this database from another one: PostgreSQL's system identifier and
+        database oid, MySQL's server and schema, SQLite's file (its real path)."""
+
     def describe(self, table: str) -> SourceTable: ...
     def snapshot(self) -> None:
         """Start the read-only snapshot that every following read uses."""

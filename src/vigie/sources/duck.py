@@ -126,6 +126,17 @@ class DuckSource:
         )
         return sorted(str(r[0]) for r in rows)
 
+    def identity(self) -> str:
+        if self.pg:
+            try:  # the cluster's identifier needs pg_read_all_settings or superuser
+                system = str(self._scalar("SELECT system_identifier FROM pg_control_system()"))
+            except SyncError:
+                system = f"{self.dsn.host}:{self.dsn.port}"
+            oid = self._scalar("SELECT oid FROM pg_database WHERE datname = current_database()")
+            return f"postgresql:{system}:{oid}:{self.schema}"
+        host, port, server_id = self._rows("SELECT @@hostname, @@port, @@server_id")[0]
+        return f"mysql:{host}:{port}:{server_id}:{self.schema}"
+
     def describe(self, table: str) -> SourceTable:
         return self._catalog()[0].get(table) or SourceTable(table, (), ())
 
@@ -290,7 +301,7 @@ class DuckSource:
         keys: KeyRange | None,
         batch_rows: int,
     ) -> Iterator[pa.Table]:
-        cols = ", ".join(self.q(c) for c in columns)
+        cols = ", ".join(self._select(table, c) for c in columns)
         conds = []
         if where is not None:
             op = ">=" if where.inclusive else ">"
@@ -307,6 +318,13 @@ class DuckSource:
             raise SyncError(
                 f"Reading {table.name} from {self.dsn} failed: {self._scrub(str(exc))}"
             ) from None
+
+    def _select(self, table: SourceTable, column: str) -> str:
+        """A column as read. PostgreSQL numerics come as float8 (the store keeps DOUBLE):
+        the scanner's decimal has no NaN or infinity and turned them into 0."""
+        if self.pg and table.column(column).kind == "decimal":
+            return f"{self.q(column)}::float8 AS {self.q(column)}"
+        return self.q(column)
 
     def _range(self, table: SourceTable, keys: KeyRange | None) -> list[str]:
         if keys is None or not bucketed(table):
@@ -368,6 +386,6 @@ class DuckSource:
             ).to_arrow_table()
 
     def sample(self, table: SourceTable, rows: int) -> pa.Table:
-        cols = ", ".join(self.q(c) for c in table.names)
+        cols = ", ".join(self._select(table, c) for c in table.names)
         sql = f"SELECT {cols} FROM {self.q(table.name)} LIMIT {rows}"
         return self._remote(sql).to_arrow_table()

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from vigie.db.connect import connect
 from vigie.db.dsn import Dsn
 from vigie.db.quote import ident
+from vigie.errors import SyncError
 from vigie.sources.base import (
     CursorValue,
     Filter,
@@ -72,6 +74,9 @@ class SQLiteSource:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         ).fetchall()
         return sorted(r[0] for r in rows)
+
+    def identity(self) -> str:
+        return f"sqlite:{self.dsn.path.resolve()}"
 
     def describe(self, table: str) -> SourceTable:
         info = self.conn.execute(f"PRAGMA table_info({_q(table)})").fetchall()
@@ -141,7 +146,18 @@ class SQLiteSource:
         cursor = self.conn.execute(sql, params)
         schema = pa.schema([(c, _ARROW[table.column(c).kind]) for c in columns])
         while rows := cursor.fetchmany(batch_rows):
-            yield _to_arrow(rows, schema)
+            try:
+                yield _to_arrow(rows, schema)
+            except SourceValueError as exc:
+                raise SyncError(
+                    f"{table.name}.{exc.column} holds {exc.what} (declared "
+                    f"{table.column(exc.column).raw_type or 'untyped'}); nothing of the batch "
+                    "was copied.",
+                    hint="Fix those values in production, or classify the column for what it "
+                    "holds (drop it if it is not needed). Timestamps are read as "
+                    "YYYY-MM-DD HH:MM:SS[.ffffff][+HH:MM], ISO 8601 with T, a date, or epoch "
+                    "seconds.",
+                ) from None
 
     def bucket_counts(self, table: SourceTable, width: int) -> dict[int, int]:
         if not bucketed(table):
@@ -216,15 +232,60 @@ def _param(value: CursorValue) -> Any:
 
 def _to_arrow(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-    arrays = []
-    for field, values in zip(schema, columns, strict=True):
-        if pa.types.is_timestamp(field.type):
-            text = pa.array(values, pa.string())
-            arrays.append(pc.cast(pc.strptime(text, "%Y-%m-%d %H:%M:%S", "s"), field.type))
-        elif pa.types.is_date32(field.type):
-            arrays.append(
-                pc.cast(pc.strptime(pa.array(values, pa.string()), "%Y-%m-%d", "s"), field.type)
+    arrays = [_column(field, values) for field, values in zip(schema, columns, strict=True)]
+    return pa.Table.from_arrays(
+        arrays, schema=pa.schema([(f.name, a.type) for f, a in zip(schema, arrays, strict=True)])
+    )
+
+
+def _column(field: pa.Field, values: tuple[Any, ...]) -> pa.Array:
+    """One column of SQLite values as Arrow. SQLite stores any value in any column: the
+    declared type's fast path first, then the messy forms, never a traceback."""
+    if pa.types.is_timestamp(field.type) or pa.types.is_date32(field.type):
+        return _times(field, values)
+    try:
+        return pa.array(values, field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    if field.type == pa.string():  # text and untyped columns: text, or bytes kept as such
+        return pa.array([v if v is None or isinstance(v, bytes) else str(v).encode()
+                         for v in values], pa.binary())  # fmt: skip
+    raise SourceValueError(field.name, f"values that are not {field.type}")
+
+
+def _times(field: pa.Field, values: tuple[Any, ...]) -> pa.Array:
+    """Timestamps as SQLite apps write them, normalized to UTC: ``YYYY-MM-DD HH:MM:SS``
+    (the fast path), ISO 8601 with ``T``, fractions or an offset, a date alone, or Unix
+    epoch seconds. A naive time is taken as UTC; one with an offset is converted."""
+    fmt = "%Y-%m-%d %H:%M:%S" if pa.types.is_timestamp(field.type) else "%Y-%m-%d"
+    try:
+        return pc.cast(pc.strptime(pa.array(values, pa.string()), fmt, "s"), field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    text = pa.array([None if v is None else str(v) for v in values], pa.string())
+    con = duckdb.connect()
+    try:
+        con.register("vigie_times", pa.table({"v": text}))
+        (parsed, failed) = (
+            con.execute(
+                "SELECT CASE WHEN regexp_full_match(v, '-?[0-9]+([.][0-9]+)?') "
+                "THEN make_timestamp(CAST(CAST(v AS DOUBLE) * 1000000 AS BIGINT)) "
+                "ELSE CAST(timezone('UTC', TRY_CAST(v AS TIMESTAMPTZ)) AS TIMESTAMP) END AS t, "
+                "v IS NOT NULL AND t IS NULL AS failed FROM vigie_times"
             )
-        else:
-            arrays.append(pa.array(values, field.type))
-    return pa.Table.from_arrays(arrays, schema=schema)
+            .to_arrow_table()
+            .columns
+        )
+    finally:
+        con.close()
+    if pc.any(failed).as_py():
+        raise SourceValueError(field.name, "values that are not a date or time vigie reads")
+    return parsed.combine_chunks().cast(field.type)
+
+
+class SourceValueError(ValueError):
+    """A column of a SQLite table whose values do not fit (the values are never named)."""
+
+    def __init__(self, column: str, what: str) -> None:
+        super().__init__(column, what)
+        self.column, self.what = column, what

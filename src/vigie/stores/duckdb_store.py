@@ -35,8 +35,9 @@ FORMAT_VERSION = "1"
 
 
 def check_modes(path: Path) -> None:
-    """Refuse a store whose folder is not 0700 or whose files are not 0600."""
-    folder = path.parent
+    """Refuse a store whose folder is not 0700 or whose files are not 0600. The store's
+    real place is checked: a symlink into an open folder is refused like the open folder."""
+    folder = path.resolve().parent
     mode = stat.S_IMODE(folder.stat().st_mode)
     if mode & 0o077:
         raise StoreError(
@@ -51,6 +52,21 @@ def check_modes(path: Path) -> None:
                 "open the store.",
                 hint=f"chmod 600 {file}",
             )
+
+
+def _check_keyfile_apart(path: Path, keys: Keys) -> None:
+    """Refuse a keyfile kept in the store's own folder: whoever copies the folder (a
+    backup, a support bundle) would take the keys with the data they protect."""
+    if keys.source in ("env", "") or not Path(keys.source).exists():
+        return
+    keyfile = Path(keys.source).resolve()
+    if keyfile.parent == path.resolve().parent:
+        raise KeyfileError(
+            f"The keyfile {keys.source} is in the store's folder {keyfile.parent}: a copy of "
+            "the folder would carry the keys with the data.",
+            hint="Move the keyfile to a folder of its own (e.g. ~/.config/vigie/) and point "
+            "--keyfile or VIGIE_KEYFILE at it.",
+        )
 
 
 class Store:
@@ -80,6 +96,7 @@ class Store:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if check_file_modes:
             check_modes(path)
+        _check_keyfile_apart(path, keys)
         self._old_umask = os.umask(0o077)
         self.con = duckdb.connect(config={"threads": 2})
         self.con.execute("SET enable_progress_bar = false")

@@ -141,6 +141,7 @@ class Syncer:
         store, keys = self.store, self.keys
         counters = source.row_counters()  # before the snapshot (see Source)
         source.snapshot()
+        check_source(store, source.identity(), dsn)
         ahead = ReadAhead(source, batch_rows, self._spares)
         self._spares, done = [], False
         try:
@@ -172,6 +173,23 @@ class Syncer:
         finally:
             self._spares = ahead.close(keep=done)
         return report
+
+
+def check_source(store: Store, identity: str, dsn: Dsn) -> None:
+    """A store is a copy of one database: recorded at its first sync, refused after. Syncing
+    database B into a store of A would leave A's rows as B's, and phantom deletes."""
+    rows = store.rows(f"SELECT value FROM {META}.meta WHERE key = 'source_identity'")
+    if not rows:
+        store.con.execute(f"INSERT INTO {META}.meta VALUES ('source_identity', ?)", [identity])
+        return
+    if rows[0][0] != identity:
+        raise SyncError(
+            f"Store {store.path} is a copy of another database ({rows[0][0]}), not of {dsn} "
+            f"({identity}); nothing was copied.",
+            hint="Sync this database into a store of its own (another --to path). If the "
+            "database was moved or restored and this store should follow it, delete the store "
+            "(it holds copies only) and sync again.",
+        )
 
 
 def _run_tables(
