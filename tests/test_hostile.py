@@ -308,3 +308,133 @@ def test_odd_dsns_are_clear_errors_without_their_password(text):
     with pytest.raises(DsnError) as err:
         parse_dsn(text)
     assert "s3cr3t" not in str(err.value)
+
+
+# -- the DuckDB extensions ------------------------------------------------------------------
+
+
+def test_an_altered_extension_file_is_refused(tmp_path):
+    """The extensions come from PyPI packages: DuckDB's signature check stays on, so a
+    tampered file does not load."""
+    import duckdb
+
+    from vigie.stores.extensions import extension_path
+
+    good = extension_path("httpfs").resolve()
+    bad = tmp_path / "httpfs.duckdb_extension"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    con = duckdb.connect()
+    with pytest.raises(duckdb.Error, match="signature is either missing or invalid"):
+        con.execute(f"LOAD '{bad}'")
+    con.close()
+
+
+def test_no_extension_folder_is_left_behind(sqlite_dsn, tmp_path):
+    """A process that loaded the scanners leaves no vigie-ext-* folder in the temp dir."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = ("from vigie.stores.extensions import extension_path as e; "
+            "print(e('postgres'), e('mysql'))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env={"TMPDIR": str(tmp), "PATH": ""},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert "vigie-ext-" in out.stdout and list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(("column", "value", "what"), [
+    ("v TEXT", "CAST(x'fffe41' AS TEXT)", "t.v holds text that is not UTF-8"),
+    ("v INTEGER", "'ann@example.com'", "t.v holds values that are not integer"),
+])  # fmt: skip
+def test_a_sqlite_value_that_does_not_fit_is_named_never_shown(column, value, what, sqlite_dsn,
+                                                               keys, store_path, tmp_path):  # fmt: skip
+    sqlite3.connect(sqlite_dsn.path).close()
+    prod_exec(sqlite_dsn, f"CREATE TABLE t (id INTEGER PRIMARY KEY, {column})",
+              f"INSERT INTO t VALUES (1, {value})")  # fmt: skip
+    with pytest.raises(VigieError) as err:
+        sync(sqlite_dsn, _policy(tmp_path / "p.yaml", "t", ["v"]), store_path, keys)
+    text = str(err.value) + str(err.value.hint)
+    assert what in text and "ann" not in text and "\\xff" not in text.lower()
+
+
+# -- cursors that lie ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("future", ["'infinity'", "now() + interval '50 years'"])
+def test_a_cursor_in_the_future_never_freezes_the_watermark(future, pg_dsn, keys, store_path,
+                                                           tmp_path):  # fmt: skip
+    """One row stamped in the future (or PostgreSQL's infinity), on a timestamptz cursor:
+    later updates of other rows are still copied."""
+    prod_exec(pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at TIMESTAMPTZ)",
+              "INSERT INTO t VALUES (1, 'red', now() - interval '1 hour'), "
+              f"(2, 'blue', {future})")  # fmt: skip
+    policy = tmp_path / "p.yaml"
+    body = {
+        "version": 1,
+        "tables": {
+            "t": {
+                "cursor": "updated_at",
+                "columns": {
+                    "id": {"class": "identifier", "pseudonymize": "thing"},
+                    "v": {"class": "public", "keep": None},
+                    "updated_at": {"class": "public", "keep": None},
+                },
+            }
+        },
+    }
+    policy.write_text(yaml.safe_dump(body, default_flow_style=None).replace(": null", ""))
+    sync(pg_dsn, policy, store_path, keys)
+    prod_exec(pg_dsn, "UPDATE t SET v = 'green', updated_at = now() WHERE id = 1")
+    (result,) = sync(pg_dsn, policy, store_path, keys).tables
+    assert result.status == "ok" and result.updated >= 1, result
+    with Store(store_path, keys) as store:
+        assert sorted(v for (v,) in store.rows("SELECT v FROM t")) == ["blue", "green"]
+
+
+def test_a_sqlite_key_column_that_may_be_null_is_refused(sqlite_dsn, keys, store_path, tmp_path):
+    """SQLite takes NULL in a composite key not declared NOT NULL: such a row vanished every
+    other sync. The table is refused with what to do."""
+    sqlite3.connect(sqlite_dsn.path).close()
+    prod_exec(sqlite_dsn, "CREATE TABLE t (id INTEGER, k TEXT, v TEXT, PRIMARY KEY (id, k))",
+              "INSERT INTO t VALUES (1, NULL, 'red'), (1, 'a', 'blue')")  # fmt: skip
+    policy = tmp_path / "p.yaml"
+    body = {
+        "version": 1,
+        "tables": {
+            "t": {
+                "columns": {
+                    "id": {"class": "identifier", "pseudonymize": "thing"},
+                    "k": {"class": "public", "keep": None},
+                    "v": {"class": "public", "keep": None},
+                }
+            }
+        },
+    }
+    policy.write_text(yaml.safe_dump(body, default_flow_style=None).replace(": null", ""))
+    with pytest.raises(VigieError, match=r"t\.id is part of the primary key but may be NULL"):
+        sync(sqlite_dsn, policy, store_path, keys)
+
+
+def test_console_markup_in_names_and_paths_prints_as_is(keyfile, tmp_path):
+    """`[/]` and `[bold]` in a table name, a value and the folder: plain text, no traceback."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "x[red]y[bold]"
+    folder.mkdir(mode=0o700)
+    db = folder / "p.db"
+    with sqlite3.connect(db) as con:
+        con.execute('CREATE TABLE "a[/]b" (id INTEGER PRIMARY KEY, v TEXT)')
+        con.execute("""INSERT INTO "a[/]b" VALUES (1, '[bold]x[/]')""")
+    policy = _policy(folder / "p.yaml", "a[/]b", ["v"])
+    run = subprocess.run(
+        [sys.executable, "-c", "from vigie.cli.app import main; main()", "sync", "--from",
+         f"sqlite:///{db}", "--policy", str(policy), "--store", str(folder / "s" / "v.duckdb"),
+         "--keyfile", str(keyfile)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and "a[/]b" in run.stdout

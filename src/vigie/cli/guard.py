@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 
-from vigie.cli.render import console
+from vigie.cli.render import Table, console
 from vigie.cli.serve import default_access, default_audit, default_guard_config
 from vigie.errors import GuardClosed, UsageError
 
@@ -231,7 +231,7 @@ def render(status: dict[str, Any]) -> None:
         table.add_row(
             c["check"],
             c["target"],
-            f"[{colour[c['status']]}]{c['status']}[/]",
+            Text(c["status"], style=colour[c["status"]]),
             c["reason"],
             c["fix"],
             str(c["at"])[11:19],

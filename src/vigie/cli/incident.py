@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from vigie.cli.render import console
+from vigie.cli.render import Table, console
 from vigie.cli.serve import default_access, default_audit
 from vigie.errors import UsageError
 

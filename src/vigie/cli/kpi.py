@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from vigie.cli.render import console
+from vigie.cli.render import Table, console
 from vigie.errors import UsageError
 from vigie.keys import load_keys
 from vigie.kpi.engine import KpiResult, default_range, lock_down, refresh_rollups, run_kpi

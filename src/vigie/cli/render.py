@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,7 +16,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Table as RichTable
+from rich.text import Text
 
 from vigie.errors import VigieError
 from vigie.fleet.inspect import TableSummary
@@ -60,6 +62,17 @@ def generate_progress() -> Iterator[tuple[Callable[[int], None], Callable[[str, 
         progress.update(task, description="done", total=progress.tasks[task].completed)
     finally:
         progress.stop()
+
+
+class Table(RichTable):
+    """A rich table whose text is data, never markup: a name or value holding ``[/]`` or
+    ``[bold]`` (production's, a path's) prints as it is. Styled cells are ``Text``."""
+
+    def __init__(self, *args: Any, title: str | None = None, **kw: Any) -> None:
+        super().__init__(*args, title=None if title is None else escape(title), **kw)
+
+    def add_row(self, *cells: Any, **kw: Any) -> None:
+        super().add_row(*(escape(c) if isinstance(c, str) else c for c in cells), **kw)
 
 
 def fleet_summary(tables: list[TableSummary]) -> None:
@@ -115,14 +128,14 @@ def policy_table(policy: Policy) -> None:
         )
     console.print(table)
     if policy.exclude:
-        console.print(f"Excluded on purpose: {', '.join(sorted(policy.exclude))}")
+        console.print(f"Excluded on purpose: {escape(', '.join(sorted(policy.exclude)))}")
 
 
 def print_error(exc: VigieError) -> None:
     """A domain error as the user sees it: the message, then what to do next."""
-    err.print(f"[bold red]Error:[/] {exc.message}", soft_wrap=True)
+    err.print(f"[bold red]Error:[/] {escape(exc.message)}", soft_wrap=True)
     if exc.hint:
-        err.print(f"  [yellow]→[/] {exc.hint}", soft_wrap=True)
+        err.print(f"  [yellow]→[/] {escape(exc.hint)}", soft_wrap=True)
 
 
 @contextmanager
@@ -177,7 +190,7 @@ def sync_summary(report: SyncReport, keys_source: str) -> None:
         )
     for t in report.tables:
         rate = f"{t.rows / t.seconds:,.0f}" if t.seconds and t.rows else ""
-        status = "[green]ok[/]" if t.status == "ok" else f"[red]{t.status}[/]"
+        status = Text(t.status, style="green" if t.status == "ok" else "red")
         passes = [f"backfill ({len(t.backfilled)} col.)"] if t.backfilled else []
         table.add_row(t.table, ", ".join(passes + t.passes), f"{t.inserted:,}", f"{t.updated:,}",
                       f"{t.deleted:,}", rate, status)  # fmt: skip
@@ -193,7 +206,7 @@ def sync_summary(report: SyncReport, keys_source: str) -> None:
         )
     for t in report.tables:
         if t.message and t.status == "ok":
-            console.print(f"[yellow]note[/] {t.table}: {t.message}")
+            console.print(f"[yellow]note[/] {escape(t.table)}: {escape(t.message)}")
     if report.unlisted:
         console.print(
             f"[yellow]note[/] production tables neither in the policy nor excluded (not read): "

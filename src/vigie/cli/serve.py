@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from vigie.access.decide import Role
 from vigie.access.keys import AccessFile, parse_duration
-from vigie.cli.render import console
+from vigie.cli.render import Table, console
 from vigie.errors import AuditError, Unavailable, UsageError
 
 access_app = typer.Typer(help="API keys and roles for `vigie serve` (hashed, expiring).")

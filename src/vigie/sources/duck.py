@@ -270,8 +270,15 @@ class DuckSource:
 
     def max_value(self, table: SourceTable, column: str) -> CursorValue | None:
         """The largest value of ``column`` in the snapshot."""
-        value = self._rows(f"SELECT MAX({self.q(column)}) FROM {self.q(table.name)}")[0][0]
+        top = f"MAX({self.q(column)})"
+        if self._zoned(table, column):  # as UTC wall time: no time zone crosses into Python
+            top = f"({top} AT TIME ZONE 'UTC')"
+        value = self._rows(f"SELECT {top} FROM {self.q(table.name)}")[0][0]
         return value if value is None or isinstance(value, int | datetime) else None
+
+    def _zoned(self, table: SourceTable, column: str) -> bool:
+        """A PostgreSQL ``timestamp with time zone`` column."""
+        return self.pg and table.column(column).raw_type == "timestamptz"
 
     def key_span(self, table: SourceTable) -> tuple[int, int] | None:
         if not bucketed(table):
@@ -305,7 +312,10 @@ class DuckSource:
         conds = []
         if where is not None:
             op = ">=" if where.inclusive else ">"
-            conds.append(f"{self.q(where.column)} {op} {self.literal(where.value)}")
+            value = self.literal(where.value)
+            if self._zoned(table, where.column):  # the watermark is UTC wall time
+                value = f"({value} AT TIME ZONE 'UTC')"
+            conds.append(f"{self.q(where.column)} {op} {value}")
         conds += self._range(table, keys)
         order = ", ".join(self.q(c) for c in table.primary_key)
         sql = f"SELECT {cols} FROM {self.q(table.name)}"

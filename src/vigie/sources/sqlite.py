@@ -80,10 +80,12 @@ class SQLiteSource:
 
     def describe(self, table: str) -> SourceTable:
         info = self.conn.execute(f"PRAGMA table_info({_q(table)})").fetchall()
+        rowid = sum(1 for r in info if r[5]) == 1  # a lone INTEGER PRIMARY KEY is the rowid
         columns = tuple(
-            SourceColumn(name, sqlite_kind(decl or ""), decl or "", not notnull and not pk)
+            SourceColumn(name, sqlite_kind(decl or ""), decl or "",
+                         not notnull and not (pk and rowid and (decl or "").upper() == "INTEGER"))
             for _, name, decl, notnull, _, pk in info
-        )
+        )  # fmt: skip
         pk = tuple(name for _, name, *_rest, pos in sorted(info, key=lambda r: r[5]) if pos)
         return SourceTable(table, columns, pk)
 
@@ -140,11 +142,11 @@ class SQLiteSource:
         if where is not None:
             conds.append(f"{_q(where.column)} {'>=' if where.inclusive else '>'} ?")
             params.append(_param(where.value))
-        sql = f"SELECT {_cols(columns)} FROM {_q(table.name)}"
+        sql = f"SELECT {_read_cols(table, columns)} FROM {_q(table.name)}"
         sql += f" WHERE {' AND '.join(conds)}" if conds else ""
         sql += f" ORDER BY {_cols(list(table.primary_key))}"
         cursor = self.conn.execute(sql, params)
-        schema = pa.schema([(c, _ARROW[table.column(c).kind]) for c in columns])
+        schema = _schema(table, columns)
         while rows := cursor.fetchmany(batch_rows):
             try:
                 yield _to_arrow(rows, schema)
@@ -193,9 +195,10 @@ class SQLiteSource:
             yield _to_arrow(self.conn.execute(sql, params).fetchall(), schema)
 
     def sample(self, table: SourceTable, rows: int) -> pa.Table:
-        schema = pa.schema([(c.name, _ARROW[c.kind]) for c in table.columns])
+        schema = _schema(table, list(table.names))
         data = self.conn.execute(
-            f"SELECT {_cols(list(table.names))} FROM {_q(table.name)} LIMIT ?", (rows,)
+            f"SELECT {_read_cols(table, list(table.names))} FROM {_q(table.name)} LIMIT ?",
+            (rows,),
         ).fetchall()
         return _to_arrow(data, schema)
 
@@ -216,6 +219,20 @@ def _range(table: SourceTable, keys: KeyRange | None) -> tuple[list[str], list[A
 
 def _q(name: str) -> str:
     return ident("sqlite", name)
+
+
+def _schema(table: SourceTable, columns: list[str]) -> pa.Schema:
+    kinds = {c: table.column(c).kind for c in columns}
+    return pa.schema([pa.field(c, _ARROW[k], metadata={"kind": k}) for c, k in kinds.items()])
+
+
+def _read_cols(table: SourceTable, columns: list[str]) -> str:
+    """Text and untyped columns are read as bytes (``CAST AS BLOB``): SQLite would raise on
+    text that is not UTF-8, with the value in its message; Arrow checks UTF-8 instead."""
+    return ", ".join(
+        f"CAST({_q(c)} AS BLOB) AS {_q(c)}" if table.column(c).kind in ("text", "other") else _q(c)
+        for c in columns
+    )
 
 
 def _cols(columns: list[str]) -> str:
@@ -247,10 +264,17 @@ def _column(field: pa.Field, values: tuple[Any, ...]) -> pa.Array:
         return pa.array(values, field.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         pass
-    if field.type == pa.string():  # text and untyped columns: text, or bytes kept as such
-        return pa.array([v if v is None or isinstance(v, bytes) else str(v).encode()
-                         for v in values], pa.binary())  # fmt: skip
-    raise SourceValueError(field.name, f"values that are not {field.type}")
+    kind = (field.metadata or {}).get(b"kind", b"").decode()
+    if field.type != pa.string():
+        raise SourceValueError(field.name, f"values that are not {kind or field.type}")
+    raw = pa.array([v if v is None or isinstance(v, bytes) else str(v).encode()
+                    for v in values], pa.binary())  # fmt: skip
+    try:
+        return raw.cast(pa.string())
+    except pa.ArrowInvalid:
+        if kind == "text":
+            raise SourceValueError(field.name, "text that is not UTF-8") from None
+        return raw  # an untyped column: its bytes, for the scan to decode or refuse
 
 
 def _times(field: pa.Field, values: tuple[Any, ...]) -> pa.Array:

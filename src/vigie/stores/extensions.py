@@ -8,7 +8,9 @@ private folder first.
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -27,7 +29,10 @@ _PACKAGES = {
 
 @cache
 def _folder() -> Path:
-    return Path(tempfile.mkdtemp(prefix="vigie-ext-"))
+    """A private folder of links, removed when the process ends (nothing is left in /tmp)."""
+    folder = Path(tempfile.mkdtemp(prefix="vigie-ext-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @cache
@@ -56,4 +61,6 @@ def extension_path(name: str) -> Path:
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load from disk; DuckDB checks the file's signature (unsigned extensions stay
+    refused: vigie never sets ``allow_unsigned_extensions``)."""
     con.execute(f"LOAD '{extension_path(name)}'")

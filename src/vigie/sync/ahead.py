@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from vigie.policy.compile import CompiledTable
 from vigie.sources.base import CursorValue, Filter, KeyRange, Source, SourceTable
+from vigie.sync.state import held_target
 
 T = TypeVar("T")
 
@@ -129,7 +130,7 @@ class ReadAhead:
         self, source: Source, table: CompiledTable, where: Filter | None
     ) -> Delta | None:
         cursor = table.policy.cursor
-        target = source.max_value(table.source, cursor) if cursor else None
+        target = held_target(source.max_value(table.source, cursor) if cursor else None)
         batches, rows = [], 0
         columns = list(table.read_columns)
         for batch in source.read(table.source, columns, where, KeyRange(), self._batch_rows):

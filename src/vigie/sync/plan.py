@@ -120,6 +120,13 @@ def _check_table(policy: TablePolicy, table: SourceTable, known: dict[str, str])
             "needs one to apply updates and deletes. Add one, or exclude the table."
         )
     for col in table.primary_key:
+        if table.column(col).nullable:
+            problems.append(
+                f"{policy.where}: {table.name}.{col} is part of the primary key but may be NULL "
+                "in production (SQLite accepts NULL in a key column not declared NOT NULL): "
+                "rows with a NULL key cannot be matched from one sync to the next. Declare it "
+                "NOT NULL in production, or exclude the table."
+            )
         key_rule = policy.columns.get(col)
         if key_rule and isinstance(key_rule.action, Drop | TruncateTime | IpPrefix | Buckets):
             problems.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from vigie.sources.base import CursorValue, Filter
@@ -109,6 +109,18 @@ def chunks_json(chunks: list[Chunk] | None) -> str | None:
 def watermark(ts: datetime | None, num: int | None) -> CursorValue | None:
     """A cursor value as the state table keeps it (a timestamp or an integer column)."""
     return ts if ts is not None else num
+
+
+def held_target(value: CursorValue | None) -> CursorValue | None:
+    """A timestamp watermark never moves past now (UTC; a naive cursor is taken as UTC):
+    one row with a cursor in the future, or PostgreSQL's ``infinity``, would otherwise
+    freeze it, and no later change would be copied. Rows ahead of now are read again at
+    each sync until their time comes."""
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return min(value, datetime.now(UTC).replace(tzinfo=None))
 
 
 def delta_filter(cursor: str | None, start: CursorValue | None) -> Filter | None:

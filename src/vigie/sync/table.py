@@ -42,6 +42,7 @@ from vigie.sync.state import (
     TableState,
     delta_filter,
     finish_pass,
+    held_target,
     load_state,
     save_chunks,
     save_pass,
@@ -125,6 +126,7 @@ class TableSync:
             target = ahead.target
         else:
             target = self.source.max_value(self.c.source, self.cursor) if self.cursor else None
+            target = held_target(target)
         chunks = self.plan_chunks() if kind == "full" else [Chunk()]
         with self.store.transaction() as con:
             save_pass(con, self.name, kind, start, self.bucket_floor(target), chunks)
