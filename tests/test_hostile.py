@@ -438,3 +438,12 @@ def test_console_markup_in_names_and_paths_prints_as_is(keyfile, tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stderr and "a[/]b" in run.stdout
+
+
+def test_mariadb_unsigned_bigint_keeps_its_full_range(mysql_dsn, keys, store_path, tmp_path):
+    prod_exec(mysql_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v BIGINT UNSIGNED)",
+              "INSERT INTO t VALUES (1, 18446744073709551615), (2, 0)")  # fmt: skip
+    (result,) = sync(mysql_dsn, _policy(tmp_path / "p.yaml", "t", ["v"]), store_path, keys).tables
+    assert result.status == "ok", result
+    with Store(store_path, keys) as store:
+        assert sorted(v for (v,) in store.rows("SELECT v FROM t")) == [0, 2**64 - 1]

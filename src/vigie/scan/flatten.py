@@ -59,7 +59,10 @@ def _flat(array: pa.Array, aligned: bool) -> Flat:
         return _join([_flat(array.field(i), False) for i in range(t.num_fields)])
     if not holds_text(t):
         return Flat(pa.array([], pa.string()), aligned, False)
-    return Flat(array.cast(pa.string()), aligned, False)
+    try:
+        return Flat(array.cast(pa.string()), aligned, False)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # no text form: refused as opaque
+        return Flat(pa.array([], pa.string()), aligned, array.null_count < len(array))
 
 
 def _binary(array: pa.Array, aligned: bool) -> Flat:

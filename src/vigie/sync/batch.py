@@ -74,8 +74,9 @@ def scan(compiled: CompiledTable, masked: pa.Table) -> None:
 def opaque_hit(table: str, rule: ColumnRule) -> ScanHit:
     """The error that stops ``table`` for kept binary values that are not text."""
     return ScanHit(
-        f"{table}.{rule.column}: kept values are binary that is not text: no detector can "
-        f"tell what they hold; nothing of the batch was loaded and {table} stopped.",
+        f"{table}.{rule.column}: kept values are binary that is not text (or of a type with no "
+        "text form): no detector can tell what they hold; nothing of the batch was loaded and "
+        f"{table} stopped.",
         hint=f"Drop or pseudonymize the column at {rule.where}; if you know what it holds and "
         f'it may leave production, add allow: {{{OPAQUE}: "<why>"}} to that rule.',
     )

@@ -7,12 +7,15 @@ stopped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
+from vigie.errors import SyncError
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked
 from vigie.policy.model import Keep
 from vigie.stores.duckdb_store import Store, q
@@ -35,7 +38,10 @@ def store_type(compiled: CompiledTable, column: str) -> str:
     """The store's type for a copied column: what its action makes of production's."""
     if column in compiled.pseudonym_columns:
         return "UUID"
-    kind = compiled.source.column(column).kind
+    source = compiled.source.column(column)
+    kind = source.kind
+    if kind == "integer" and "unsigned" in source.raw_type.lower() and "bigint" in source.raw_type:
+        return "UBIGINT"  # MySQL's unsigned 64-bit integers
     if compiled.policy.columns[column].action.name == "generalize":
         return {"timestamp": "TIMESTAMP", "date": "DATE", "text": "VARCHAR"}.get(kind, "DOUBLE")
     return _TYPES.get(kind, "VARCHAR")
@@ -109,9 +115,25 @@ class TableWriter:
                     self.result.inserted += arrow.num_rows
                 if on_commit is not None and last_bucket is not None:
                     on_commit(con, last_bucket)
+            except duckdb.ConversionException as exc:
+                raise self._unfit(exc, masked) from None
             finally:
                 con.unregister("vigie_batch")
         return int(arrow.num_rows)
+
+    def _unfit(self, exc: Exception, masked: Masked) -> SyncError:
+        """A value the store's type cannot hold: the table, the column and the key buckets,
+        never the value (the engine's message holds it)."""
+        found = re.search(r"column (\S+)", str(exc))
+        column = found[1].strip('"') if found else "one of its columns"
+        buckets = f"{int(masked.buckets.min())}-{int(masked.buckets.max())}" if masked.rows else ""
+        return SyncError(
+            f"{self.name}.{column}: a value does not fit the store's type "
+            f"({type(exc).__name__}), in key buckets {buckets}; nothing of the batch was "
+            "written.",
+            hint="Check the column's type in production against what the policy does with it; "
+            "pseudonymize or generalize it if it holds values out of the usual range.",
+        )
 
     def insert(self, con: Any) -> None:
         names = [q(c.name) for c in self.c.columns]
