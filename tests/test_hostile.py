@@ -288,6 +288,10 @@ def test_a_store_refuses_another_database_than_its_own(engine, request, keys, st
         assert "nothing was copied" in str(err.value)
         (result,) = sync(a, policy, store_path, keys).tables
         assert (result.inserted, result.updated, result.deleted) == (0, 0, 0)
+        (result,) = sync(b, policy, store_path, keys, rebuild=("all",)).tables  # deliberately
+        assert result.inserted == 1 and result.passes == ["full"]
+        with pytest.raises(SyncError, match="is a copy of another database"):
+            sync(a, policy, store_path, keys)
     finally:
         if engine == "postgresql":
             _admin(a, f"DROP DATABASE IF EXISTS {b.database} WITH (FORCE)")
@@ -447,3 +451,72 @@ def test_mariadb_unsigned_bigint_keeps_its_full_range(mysql_dsn, keys, store_pat
     assert result.status == "ok", result
     with Store(store_path, keys) as store:
         assert sorted(v for (v,) in store.rows("SELECT v FROM t")) == [0, 2**64 - 1]
+
+
+def test_an_update_that_moves_the_cursor_backwards_is_found_by_the_verification(
+    pg_dsn, keys, store_path, tmp_path
+):
+    """The cursor misses it; the periodic comparison of every row finds it, rewrites it and
+    says so. Between two verifications, it stays missed (the schedule is the setting)."""
+    from datetime import timedelta
+
+    prod_exec(pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at TIMESTAMP)",
+              "INSERT INTO t SELECT g, 'red', now() - interval '1 day' "
+              "FROM generate_series(1, 50) g")  # fmt: skip
+    policy = tmp_path / "p.yaml"
+    body = {
+        "version": 1,
+        "tables": {
+            "t": {
+                "cursor": "updated_at",
+                "columns": {
+                    "id": {"class": "identifier", "pseudonymize": "thing"},
+                    "v": {"class": "public", "keep": None},
+                    "updated_at": {"class": "public", "keep": None},
+                },
+            }
+        },
+    }
+    policy.write_text(yaml.safe_dump(body, default_flow_style=None).replace(": null", ""))
+    sync(pg_dsn, policy, store_path, keys)
+    prod_exec(pg_dsn, "UPDATE t SET v = 'blue', updated_at = updated_at - interval '2 days' "
+                      "WHERE id IN (3, 4)")  # fmt: skip
+
+    def stored() -> list[str]:
+        with Store(store_path, keys) as store:
+            return sorted(v for (v,) in store.rows("SELECT v FROM t"))
+
+    (result,) = sync(pg_dsn, policy, store_path, keys, verify_every=timedelta(days=1)).tables
+    assert "verify" not in result.passes and stored().count("blue") == 0  # missed, not due
+    (result,) = sync(pg_dsn, policy, store_path, keys, verify_every=timedelta(0)).tables
+    assert "verify" in result.passes and stored().count("blue") == 2
+    assert "verification pass: 2 row(s) differed from production" in result.message
+    (result,) = sync(pg_dsn, policy, store_path, keys, verify_every=timedelta(0)).tables
+    assert "verification pass" not in result.message  # nothing left to repair
+
+
+def test_engine_messages_lose_the_values_they_quote():
+    """What a conversion error says of a row, without the row (one redaction for all)."""
+    from vigie.scan.detectors import redact, without_values
+
+    said = without_values(
+        "Conversion Error: Could not convert string 'Анна Иванова' to INT32; "
+        'Type UINT64 with value 18446744073709551615 is out of range; input "李小龙 7"'
+    )
+    for clear in ("Анна", "Иванова", "18446744073709551615", "李小龙"):
+        assert clear not in said, said
+    assert "to INT32" in said and redact("Анна 42") == "xxxx 99"
+
+
+def test_a_type_change_says_how_to_start_over_and_that_way_works(sqlite_dsn, keys, store_path,
+                                                                 tmp_path):  # fmt: skip
+    policy = _one_column_table(sqlite_dsn, "INTEGER", "7", tmp_path)
+    sync(sqlite_dsn, policy, store_path, keys)
+    prod_exec(sqlite_dsn, "DROP TABLE t", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
+              "INSERT INTO t VALUES (1, 'seven')")  # fmt: skip
+    with pytest.raises(VigieError, match=r"vigie sync --rebuild TABLE"):
+        sync(sqlite_dsn, policy, store_path, keys)
+    (result,) = sync(sqlite_dsn, policy, store_path, keys, rebuild=("t",)).tables
+    assert result.status == "ok" and result.inserted == 1
+    with Store(store_path, keys) as store:
+        assert store.rows("SELECT v FROM t") == [("seven",)]

@@ -6,6 +6,7 @@ import re
 import signal
 import threading
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,21 @@ def sync_command(
     runs: Annotated[
         int | None, typer.Option(help="With --every: stop after this many runs.")
     ] = None,
+    verify_every: Annotated[
+        str,
+        typer.Option(
+            help="Compare every row of each table with production this often (1h, 24h, 7d; "
+            "off): finds updates the cursor missed and rewrites them. Reads whole tables."
+        ),
+    ] = "24h",
+    rebuild: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Forget TABLE in the store and load it again from production (repeatable; "
+            "'all': every table, and the database the store was tied to). The deliberate way "
+            "to start over after a type change or a moved database."
+        ),
+    ] = None,
 ) -> None:
     """Copy production into the encrypted store under the policy (incremental after the first).
 
@@ -86,7 +102,9 @@ def sync_command(
         raise UsageError("--runs needs --every and must be at least 1.")
     interval = parse_interval(every) if every is not None else None
     keys = load_keys(keyfile)
-    settings = SyncSettings(parse_dsn(from_), policy, store, batch_rows, metrics, rollups)
+    check = None if verify_every == "off" else timedelta(seconds=parse_span(verify_every))
+    settings = SyncSettings(parse_dsn(from_), policy, store, batch_rows, metrics, rollups, check,
+                            tuple(rebuild or ()))  # fmt: skip
     with SyncService(settings, keys, Console(keys.source)) as service:
         if interval is None:
             report = service.run_once()
@@ -103,6 +121,15 @@ def sync_command(
                 pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def parse_span(text: str) -> float:
+    """``--verify-every``: ``30m``, ``24h``, ``7d`` as seconds (0 checks at every run)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if not match:
+        raise UsageError(f"--verify-every: cannot read {text!r} as a duration.",
+                         hint="Give e.g. 24h or 7d, or off.")  # fmt: skip
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def parse_interval(text: str) -> float:

@@ -44,6 +44,17 @@ def redact(value: str, limit: int = 40) -> str:
     return shape if len(shape) <= limit else shape[:limit] + f"…({len(value)} chars)"
 
 
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_VALUE = re.compile(r"(?i)(value|string|input)(\s*[:=]?\s*)(?!')(\S*[^A-Za-z\s]\S*)")
+
+
+def without_values(message: str) -> str:
+    """An engine's message with the values it quotes replaced by their redacted shape:
+    what it says of a row (a conversion that failed) without the row's content."""
+    masked = _QUOTED.sub(lambda m: m[0][0] + redact(m[0][1:-1]) + m[0][0], message)
+    return _VALUE.sub(lambda m: m[1] + m[2] + redact(m[3]), masked)
+
+
 def luhn_ok(text: str) -> bool:
     digits = [int(c) for c in text if c.isdigit()]
     if not 13 <= len(digits) <= 19:

@@ -19,6 +19,7 @@ import pyarrow as pa
 from vigie.db.dsn import Dsn
 from vigie.db.quote import ident, literal
 from vigie.errors import ConnectionFailed, SyncError
+from vigie.scan.detectors import without_values
 from vigie.sources.base import (
     CursorValue,
     Filter,
@@ -105,7 +106,9 @@ class DuckSource:
         try:
             return self._remote(sql).fetchall()
         except duckdb.Error as exc:
-            raise SyncError(f"Reading {self.dsn} failed: {self._scrub(str(exc))}") from None
+            raise SyncError(
+                f"Reading {self.dsn} failed: {without_values(self._scrub(str(exc)))}"
+            ) from None
 
     def _scalar(self, sql: str) -> Any:
         rows = self._rows(sql)
@@ -326,7 +329,8 @@ class DuckSource:
                 yield pa.Table.from_batches([batch])
         except duckdb.Error as exc:
             raise SyncError(
-                f"Reading {table.name} from {self.dsn} failed: {self._scrub(str(exc))}"
+                f"Reading {table.name} from {self.dsn} failed: "
+                f"{without_values(self._scrub(str(exc)))}"
             ) from None
 
     def _select(self, table: SourceTable, column: str) -> str:

@@ -50,6 +50,7 @@ ALTER TABLE {META}.runs ADD COLUMN IF NOT EXISTS converged_at TIMESTAMP;
 ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS delete_counter VARCHAR;
 ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS deletes_by VARCHAR;
 ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS verified_at TIMESTAMP;
+ALTER TABLE {META}.state ADD COLUMN IF NOT EXISTS rows_checked_at TIMESTAMP;
 CREATE TABLE IF NOT EXISTS {META}.columns (
     table_name VARCHAR, column_name VARCHAR, source_type VARCHAR, action VARCHAR,
     PRIMARY KEY (table_name, column_name));

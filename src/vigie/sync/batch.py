@@ -20,7 +20,7 @@ from vigie.keys import Keys
 from vigie.policy.compile import CompiledTable, Masked, OutColumn, mask
 from vigie.policy.model import ColumnRule
 from vigie.scan.column import OPAQUE, describe, scan_batch_column
-from vigie.scan.detectors import Hit
+from vigie.scan.detectors import Hit, without_values
 from vigie.scan.flatten import flatten
 
 # Detectors by behaviour (names, near-unique values) can be switched off for benchmarks.
@@ -35,7 +35,8 @@ def mask_and_scan(
         masked = mask(compiled, batch, columns)
     except Exception as exc:
         raise SyncError(
-            f"Masking {compiled.policy.name} failed: {keys.scrub(str(exc)).splitlines()[0]}"
+            f"Masking {compiled.policy.name} failed: "
+            f"{without_values(keys.scrub(str(exc)).splitlines()[0])}"
         ) from None
     scan(compiled, masked.arrow)
     return masked

@@ -112,7 +112,7 @@ def _check_table(policy: TablePolicy, table: SourceTable, known: dict[str, str])
         if was is not None and was != now:
             problems.append(
                 f"{rule.where}: {rule.qualified} changed type in production: {was} → {now}. "
-                "Review its rule; then rebuild the table (vigie sync --rebuild TABLE)."
+                "Review its rule; then load the table again (vigie sync --rebuild TABLE)."
             )
     if not table.primary_key:
         problems.append(

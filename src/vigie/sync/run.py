@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from vigie.db.dsn import Dsn
-from vigie.errors import ScanHit, SyncError
+from vigie.errors import ScanHit, SyncError, UsageError
 from vigie.keys import Keys
 from vigie.policy.compile import CompiledTable
 from vigie.policy.hmac_engine import ENGINE, self_test
@@ -17,7 +17,7 @@ from vigie.policy.load import load_policy
 from vigie.policy.model import Policy
 from vigie.sources import open_source
 from vigie.sources.base import Filter, RowCounters, Source
-from vigie.stores.duckdb_store import Store
+from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import META, record_policy
 from vigie.sync.ahead import ReadAhead
 from vigie.sync.converge import PolicyChanges, apply_removals, mark_converged, plan_changes
@@ -53,6 +53,9 @@ class SyncReport:
         return sum(t.rows for t in self.tables)
 
 
+VERIFY_ROWS_EVERY = timedelta(days=1)  # every row compared with production, per table
+
+
 def sync(
     dsn: Dsn,
     policy_path: Path,
@@ -62,16 +65,17 @@ def sync(
     progress: Progress | None = None,
     batch_rows: int = 500_000,
     announce: Announce | None = None,
+    verify_every: timedelta | None = VERIFY_ROWS_EVERY,
+    rebuild: tuple[str, ...] = (),
 ) -> SyncReport:
     """Copy production into the store under the policy, in one run that opens and closes
     the store. Returns the per-table report; tables stopped by the content scan are marked
     failed there (the others go on). ``announce`` hears what converging the store to a
     changed policy will do, before it is done."""
     started = time.perf_counter()
-    with Syncer(store_path, keys) as syncer:
-        report = syncer.run(
-            dsn, policy_path, progress=progress, batch_rows=batch_rows, announce=announce
-        )
+    with Syncer(store_path, keys, verify_every) as syncer:
+        report = syncer.run(dsn, policy_path, progress=progress, batch_rows=batch_rows,
+                            announce=announce, rebuild=rebuild)  # fmt: skip
     report.seconds = time.perf_counter() - started  # opening and closing the store too
     return report
 
@@ -84,8 +88,11 @@ class Syncer:
     and decrypted, which the next run's merges and cascades read again. The store file is
     locked while the syncer holds it."""
 
-    def __init__(self, store_path: Path, keys: Keys) -> None:
+    def __init__(
+        self, store_path: Path, keys: Keys, verify_every: timedelta | None = VERIFY_ROWS_EVERY
+    ) -> None:
         self.store_path, self.keys = store_path, keys
+        self.verify_every = verify_every  # how often each table's rows are all compared
         self.store = Store(store_path, keys, create=True)
         self._source: Source | None = None  # kept between runs that succeed
         self._spares: list[Source] = []  # the read-ahead connections, likewise
@@ -118,10 +125,14 @@ class Syncer:
         progress: Progress | None = None,
         batch_rows: int = 500_000,
         announce: Announce | None = None,
+        rebuild: tuple[str, ...] = (),
     ) -> SyncReport:
-        """One sync run; the policy file is read again each time."""
+        """One sync run; the policy file is read again each time. ``rebuild`` names tables
+        (or ``all``) to forget first and load again from production."""
         started = time.perf_counter()
         policy = load_policy(policy_path)
+        if rebuild:
+            forget(self.store, rebuild)
         self_test(self.keys.pseudonym_key)
         if self._source is not None and self._source.dsn != dsn:
             self._drop_source()
@@ -163,7 +174,7 @@ class Syncer:
             tables = [
                 TableSync(store, source, c, keys, run_id, now, progress, batch_rows,
                           plan.cascades.get(c.policy.name, ()), counters.get(c.policy.name),
-                          ahead, changes.fills(c.policy.name))
+                          ahead, changes.fills(c.policy.name), self.verify_every)
                 for c in plan.tables
             ]  # fmt: skip
             report.tables = _run_tables(store, run_id, tables, ahead)
@@ -173,6 +184,24 @@ class Syncer:
         finally:
             self._spares = ahead.close(keep=done)
         return report
+
+
+def forget(store: Store, tables: tuple[str, ...]) -> None:
+    """Drop ``tables`` from the store (``all``: every table, and the source it was tied to),
+    so this run loads them again from production: the deliberate way to start over after a
+    type change or a moved database. Their delete histories are kept (they happened)."""
+    stored = store.table_names()
+    names = stored if "all" in tables else list(tables)
+    if unknown := [t for t in names if t not in stored]:
+        raise UsageError(f"--rebuild {unknown[0]}: the store has no such table.",
+                         hint=f"Its tables: {', '.join(stored) or 'none'}.")  # fmt: skip
+    with store.transaction() as con:
+        for table in names:
+            con.execute(f"DROP TABLE {q(table)}")
+            for meta in ("state", "columns"):
+                con.execute(f"DELETE FROM {META}.{meta} WHERE table_name = ?", [table])
+        if "all" in tables:
+            con.execute(f"DELETE FROM {META}.meta WHERE key = 'source_identity'")
 
 
 def check_source(store: Store, identity: str, dsn: Dsn) -> None:
@@ -186,9 +215,9 @@ def check_source(store: Store, identity: str, dsn: Dsn) -> None:
         raise SyncError(
             f"Store {store.path} is a copy of another database ({rows[0][0]}), not of {dsn} "
             f"({identity}); nothing was copied.",
-            hint="Sync this database into a store of its own (another --to path). If the "
-            "database was moved or restored and this store should follow it, delete the store "
-            "(it holds copies only) and sync again.",
+            hint="Sync this database into a store of its own (another --store path). If the "
+            "database was moved or restored and this store should follow it, start over with "
+            "`vigie sync --rebuild all` (the store holds copies only).",
         )
 
 

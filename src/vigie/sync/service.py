@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +26,7 @@ from vigie.kpi.engine import refresh_rollups
 from vigie.kpi.load import MetricsError, load_metrics
 from vigie.kpi.protect import ProtectionError
 from vigie.sync.converge import PolicyChanges
-from vigie.sync.run import Syncer, SyncReport
+from vigie.sync.run import VERIFY_ROWS_EVERY, Syncer, SyncReport
 from vigie.sync.state import Progress
 
 RETRIED = (ConnectionFailed, PolicyError, SyncError)
@@ -81,6 +82,8 @@ class SyncSettings:
     batch_rows: int = 500_000
     metrics: Path | None = None
     rollups: bool = True
+    verify_every: timedelta | None = VERIFY_ROWS_EVERY  # see ``TableSync.verify_rows``
+    rebuild: tuple[str, ...] = ()  # tables (or "all") loaded again by the first run
 
 
 class SyncService:
@@ -91,7 +94,8 @@ class SyncService:
             raise UsageError(f"--batch-rows must be at least 1, got {settings.batch_rows}.")
         self.settings, self.keys = settings, keys
         self.listener: Listener = listener or Quiet()
-        self.syncer = Syncer(settings.store, keys)
+        self.syncer = Syncer(settings.store, keys, settings.verify_every)
+        self._rebuild = settings.rebuild
 
     def __enter__(self) -> SyncService:
         return self
@@ -105,8 +109,9 @@ class SyncService:
         with self.listener.progress() as progress:
             report = self.syncer.run(
                 s.dsn, s.policy, progress=progress, batch_rows=s.batch_rows,
-                announce=self.listener.changes,
+                announce=self.listener.changes, rebuild=self._rebuild,
             )  # fmt: skip
+        self._rebuild = ()  # the first run only
         self.listener.report(report)
         if s.rollups and not report.failed:
             self.listener.rollups(self.refresh_rollups())

@@ -21,7 +21,7 @@ import queue
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -31,6 +31,7 @@ from vigie.pipeline import fan_in, prefetch
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked
 from vigie.sources.base import CursorValue, Filter, KeyRange, RowCounters, Source
 from vigie.stores.duckdb_store import Store, q
+from vigie.stores.meta import META
 from vigie.sync.ahead import Delta, ReadAhead
 from vigie.sync.backfill import backfill
 from vigie.sync.batch import mask_and_scan
@@ -67,6 +68,7 @@ class TableSync:
         delete_counter: RowCounters | None = None,
         ahead: ReadAhead | None = None,
         fills: list[str] | None = None,
+        verify_every: timedelta | None = None,
     ) -> None:
         self.store, self.source, self.c, self.keys = store, source, compiled, keys
         self.progress = progress or (lambda *_: None)
@@ -82,6 +84,8 @@ class TableSync:
         self.writer = TableWriter(store, compiled, run_id, run_time, self.result)
         self.fresh = False  # loaded whole from this run's snapshot: no delete to look for
         self.fills = fills or []  # columns the stored table lacks (a changed policy)
+        self.verify_every = verify_every  # how often every row is compared (None: never)
+        self.run_time = run_time
 
     # -- entry -----------------------------------------------------------------------------
 
@@ -103,9 +107,39 @@ class TableSync:
         elif not state.loaded:
             self.start_pass("full", None)
             self.fresh = True  # the whole table from this run's snapshot, in one pass
+            self._rows_checked()  # every row was just read: the next check is due later
         else:  # changed rows by cursor; without a cursor, every row, merged
             self.start_pass("delta", state.watermark if self.cursor else None)
+            if self.cursor and self._verify_due():
+                self.verify_rows()
         self.result.seconds += time.perf_counter() - started
+
+    def _verify_due(self) -> bool:
+        if self.verify_every is None:
+            return False
+        (checked,) = self.store.rows(
+            f"SELECT rows_checked_at FROM {META}.state WHERE table_name = ?", [self.name]
+        )[0]
+        return checked is None or self.run_time - checked >= self.verify_every
+
+    def _rows_checked(self) -> None:
+        with self.store.transaction() as con:
+            con.execute(f"UPDATE {META}.state SET rows_checked_at = ? WHERE table_name = ?",
+                        [self.run_time, self.name])  # fmt: skip
+
+    def verify_rows(self) -> None:
+        """Compare every row with production, after the cursor's delta: a row whose update
+        the cursor missed (moved backwards, or left as it was) differs and is rewritten.
+        Periodic (``verify_every``), as it reads the whole table."""
+        before = self.result.updated + self.result.inserted
+        self.start_pass("verify", None)
+        repaired = self.result.updated + self.result.inserted - before
+        self._rows_checked()
+        if repaired:
+            note = (f"verification pass: {repaired:,} row(s) differed from production though "
+                    "the cursor did not show it (an update that moved it backwards, or left "
+                    "it); rewritten")  # fmt: skip
+            self.result.message = "; ".join(filter(None, [self.result.message, note]))
 
     def reconcile(self) -> TableResult:
         """Remove what production deleted; needs this table's passes done, and its cascade
@@ -127,7 +161,7 @@ class TableSync:
         else:
             target = self.source.max_value(self.c.source, self.cursor) if self.cursor else None
             target = held_target(target)
-        chunks = self.plan_chunks() if kind == "full" else [Chunk()]
+        chunks = self.plan_chunks() if kind in ("full", "verify") else [Chunk()]
         with self.store.transaction() as con:
             save_pass(con, self.name, kind, start, self.bucket_floor(target), chunks)
         self.run_pass(load_state(self.store, self.name), resumed=False, ahead=ahead)
@@ -169,7 +203,8 @@ class TableSync:
         if kind == "full" and resumed:
             self.discard_partial(pending)
         where = self.where(state.pass_from)
-        total = self.source.estimate_rows(self.c.source) if kind == "full" else None
+        total = self.source.estimate_rows(self.c.source) if kind in ("full", "verify") else None
+        self.writer.compare_all = kind == "verify"
         readers = [] if ahead else self.source.readers(PARALLEL_READERS if len(pending) > 1 else 1)
         work: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in pending:
@@ -183,7 +218,7 @@ class TableSync:
                 if masked is None:
                     self.finish_chunk(index)
                     continue
-                done += self.write(masked, kind == "delta", index)
+                done += self.write(masked, kind in ("delta", "verify"), index)
                 self.progress(self.name, done, total)
         finally:
             for extra in readers[1:]:
@@ -191,6 +226,7 @@ class TableSync:
         with self.store.transaction() as con:
             finish_pass(con, self.name, kind == "full" or state.pass_target is not None,
                         state.pass_target)  # fmt: skip
+        self.writer.compare_all = False
         if resumed and kind == "full" and self.cursor:
             # Production may have changed since the interrupted pass began: catch up.
             self.start_pass("delta", state.pass_target)
