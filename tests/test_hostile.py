@@ -520,3 +520,33 @@ def test_a_type_change_says_how_to_start_over_and_that_way_works(sqlite_dsn, key
     assert result.status == "ok" and result.inserted == 1
     with Store(store_path, keys) as store:
         assert store.rows("SELECT v FROM t") == [("seven",)]
+
+
+def test_a_scan_example_in_any_script_is_redacted(pg_dsn, keys, store_path, tmp_path):
+    policy = _one_column_table(pg_dsn, "TEXT", "'Иван Петров 李 +33 6 12 34 56 78'", tmp_path)
+    (result,) = sync(pg_dsn, policy, store_path, keys).tables
+    assert result.status == "stopped" and "phone" in result.message
+    for clear in ("Иван", "Петров", "李", "12 34"):
+        assert clear not in result.message, result.message
+
+
+def test_a_truncated_store_is_a_clear_error(sqlite_dsn, keyfile, store_path, tmp_path):
+    """A store file cut short (a full disk, a copy interrupted): every command says so and
+    what to do, without a traceback."""
+    import subprocess
+    import sys
+
+    keys = load_keys(keyfile)
+    policy = _one_column_table(sqlite_dsn, "TEXT", "'red'", tmp_path)
+    sync(sqlite_dsn, policy, store_path, keys)
+    with Store(store_path, keys) as store:  # enough rows that the file has data blocks
+        store.con.execute("CREATE TABLE bulk AS SELECT range AS i FROM range(2000000)")
+    data = store_path.read_bytes()
+    store_path.write_bytes(data[: len(data) // 3])
+    cli = [sys.executable, "-c", "from vigie.cli.app import main; main()"]
+    for args in (["store", "verify", "--policy", str(policy)],
+                 ["sync", "--from", str(sqlite_dsn), "--policy", str(policy)]):  # fmt: skip
+        run = subprocess.run([*cli, *args, "--store", str(store_path), "--keyfile", str(keyfile)],
+                             capture_output=True, text=True)  # fmt: skip
+        assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
+        assert "store" in run.stderr.lower(), run.stderr

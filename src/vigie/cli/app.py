@@ -10,7 +10,7 @@ from vigie import __version__
 from vigie.cli import demo, fleet, guard, incident, keys, kpi, policy, serve, store
 from vigie.cli.render import print_error
 from vigie.cli.sync import sync_command
-from vigie.errors import VigieError
+from vigie.errors import StoreError, VigieError
 
 app = typer.Typer(
     name="vigie",
@@ -46,3 +46,27 @@ def main() -> None:
     except VigieError as exc:
         print_error(exc)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        engine = _engine_error(exc)
+        if engine is None:
+            raise
+        print_error(engine)
+        sys.exit(engine.exit_code)
+
+
+def _engine_error(exc: Exception) -> VigieError | None:
+    """A DuckDB error that reached the edge (a truncated or damaged store file, a disk
+    that failed) as a vigie error, without the values its message may quote."""
+    import duckdb
+
+    if not isinstance(exc, duckdb.Error):
+        return None
+    from vigie.scan.detectors import without_values
+
+    first = without_values(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return StoreError(
+        f"The store could not be read or written: {first}",
+        hint="The store file may be truncated or damaged (a full disk, a copy cut short): "
+        "check it with `vigie store verify`, restore it from a backup, or start over with "
+        "`vigie sync --rebuild all` (it holds copies only).",
+    )

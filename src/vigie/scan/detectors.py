@@ -45,7 +45,7 @@ def redact(value: str, limit: int = 40) -> str:
 
 
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
-_VALUE = re.compile(r"(?i)(value|string|input)(\s*[:=]?\s*)(?!')(\S*[^A-Za-z\s]\S*)")
+_VALUE = re.compile(r"\b(value|string|input)(\s*[:=]?\s*)(?!')(\S*\d\S*)")  # unquoted, with digits
 
 
 def without_values(message: str) -> str:
