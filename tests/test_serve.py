@@ -256,6 +256,10 @@ def test_a_kept_kpi_answer_counts_only_under_the_state_it_was_asked_in(tmp_path)
     answers.read(b'{"state":"g2"}')
     assert answers.get(key) is None  # reopening does not bring back what was dropped
     answers.put(key, answers.state(), b"new")
+    answers.drop()  # the data process refused a request: what was kept is not given after
+    assert answers.get(key) is None
+    answers.read(b'{"state":"g2"}')
+    answers.put(key, answers.state(), b"new")
     time.sleep(0.4)  # the data process stopped talking
     assert answers.get(key) is None
 

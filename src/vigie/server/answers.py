@@ -53,6 +53,12 @@ class Answers:
         if len(self._kept) > self.size:
             self._kept.popitem(last=False)
 
+    def drop(self) -> None:
+        """Keep nothing until the watch's next line: the data process just refused a
+        request (the guard closed, say) and a kept answer must not follow its refusal."""
+        self._state = None
+        self._kept.clear()
+
     def read(self, line: bytes) -> None:
         """Take one line of the watch."""
         body = json.loads(line)
