@@ -52,3 +52,21 @@ def test_sync_modules_depend_one_way():
     assert "vigie.sync.table" not in GRAPH["vigie.sync.deletes"]
     for low in ("vigie.sync.writer", "vigie.sync.batch", "vigie.sync.state"):
         assert not GRAPH[low] & {"vigie.sync.table", "vigie.sync.deletes", "vigie.sync.run"}
+
+
+HEAVY = ("polars", "pyarrow", "duckdb", "matplotlib", "numpy", "fastapi", "sqlglot",
+         "cryptography", "psycopg", "pymysql")  # fmt: skip
+
+
+def test_help_and_version_import_nothing_heavy():
+    """`vigie --help` and `vigie version` start fast: the command modules import the
+    engines, dataframes and charts inside their commands, not when the CLI loads."""
+    import subprocess
+    import sys
+
+    for args in (["--help"], ["version"], ["sync", "--help"], ["kpi", "show", "--help"]):
+        code = ("import sys; from vigie.cli.app import main; sys.argv = ['vigie', *sys.argv[1:]]\n"
+                "try:\n    main()\nexcept SystemExit:\n    pass\n"
+                f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")  # fmt: skip
+        run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert run.stderr.strip().splitlines()[-1] == "[]", (args, run.stderr)

@@ -7,20 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vigie.cli.kpi import render_result
 from vigie.cli.render import console, fleet_summary, generate_progress
-from vigie.cli.sync import Console
-from vigie.db.dsn import parse_dsn
-from vigie.fleet.build import generate_fleet
-from vigie.fleet.generate import FleetSpec
-from vigie.fleet.inspect import summarize
-from vigie.keys import init_keyfile, load_keys
-from vigie.kpi.chart import write_chart
-from vigie.kpi.engine import default_range, run_kpi
-from vigie.kpi.load import load_metrics
-from vigie.kpi.query import KpiQuery
-from vigie.stores.duckdb_store import Store
-from vigie.sync.service import SyncService, SyncSettings
 
 FLEET_POLICY = Path(__file__).resolve().parent.parent / "fleet" / "fleet-policy.yaml"
 
@@ -37,6 +24,20 @@ def demo(
 ) -> None:
     """Generate a demo fleet into SQLite, sync it into an encrypted store, show two KPIs,
     then serve the dashboard with a fresh analyst key."""
+    from vigie.cli.kpi import render_result
+    from vigie.cli.sync import Console
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.build import generate_fleet
+    from vigie.fleet.generate import FleetSpec
+    from vigie.fleet.inspect import summarize
+    from vigie.keys import init_keyfile, load_keys
+    from vigie.kpi.chart import write_chart
+    from vigie.kpi.engine import default_range, run_kpi
+    from vigie.kpi.load import load_metrics
+    from vigie.kpi.query import KpiQuery
+    from vigie.stores.duckdb_store import Store
+    from vigie.sync.service import SyncService, SyncSettings
+
     dsn = parse_dsn(f"sqlite:///{workdir / 'production.db'}")
     console.rule("[bold]1. Production: a synthetic camera fleet in SQLite")
     with generate_progress() as (on_estimate, on_rows):

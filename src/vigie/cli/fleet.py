@@ -7,11 +7,6 @@ from typing import Annotated
 import typer
 
 from vigie.cli.render import console, fleet_summary, generate_progress, tick_table
-from vigie.db.dsn import parse_dsn
-from vigie.fleet.build import generate_fleet
-from vigie.fleet.generate import FleetSpec
-from vigie.fleet.inspect import checksums, summarize
-from vigie.fleet.tick import tick_fleet
 
 app = typer.Typer(help="Generate, move forward and inspect the synthetic production fleet.")
 
@@ -28,6 +23,11 @@ def generate(
     replace: Annotated[bool, typer.Option(help="Drop existing fleet tables first.")] = False,
 ) -> None:
     """Generate a deterministic production fleet into DSN (SQLite, PostgreSQL, MySQL)."""
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.build import generate_fleet
+    from vigie.fleet.generate import FleetSpec
+    from vigie.fleet.inspect import summarize
+
     dsn = parse_dsn(to)
     spec = FleetSpec(users=users, days=days, seed=seed)
     with generate_progress() as (on_estimate, on_rows):
@@ -48,6 +48,9 @@ def tick(
     seed: Seed = 42,
 ) -> None:
     """Move production forward: sign-ups, traffic, upgrades, deletions, revocations."""
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.tick import tick_fleet
+
     report = tick_fleet(parse_dsn(to), minutes=minutes, seed=seed)
     tick_table(report)
 
@@ -55,11 +58,17 @@ def tick(
 @app.command()
 def show(to: Dsn) -> None:
     """Print what the fleet holds: tables, rows, columns carrying PII or secrets."""
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.inspect import summarize
+
     fleet_summary(summarize(parse_dsn(to)))
 
 
 @app.command()
 def checksum(to: Dsn) -> None:
     """Print an engine-neutral SHA-256 of each fleet table (same content, same digest)."""
+    from vigie.db.dsn import parse_dsn
+    from vigie.fleet.inspect import checksums
+
     for table, digest in checksums(parse_dsn(to)).items():
         typer.echo(f"{table}\t{digest}")

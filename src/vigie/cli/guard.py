@@ -12,7 +12,6 @@ import typer
 from rich.text import Text
 
 from vigie.cli.render import Table, console
-from vigie.cli.serve import default_access, default_audit, default_guard_config
 from vigie.errors import GuardClosed, UsageError
 
 app = typer.Typer(help="The guard: posture checks, outside-in probes, approvals.")
@@ -37,6 +36,7 @@ def _context(
     config: Path | None,
     namespace: bool = True,
 ) -> Any:
+    from vigie.cli.serve import default_access, default_audit, default_guard_config
     from vigie.guard.config import load_config
     from vigie.guard.service import GuardContext
     from vigie.keys import load_keys
@@ -180,6 +180,7 @@ def approve(
     A posture that lowers security needs two different admins."""
     from vigie.access.keys import AccessFile
     from vigie.audit.log import AuditLog
+    from vigie.cli.serve import default_access, default_audit
     from vigie.guard.approvals import approvals_path
     from vigie.guard.approvals import approve as sign_posture
     from vigie.serve.protocol import ask, running, socket_path

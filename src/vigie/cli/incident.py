@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from vigie.cli.render import Table, console
-from vigie.cli.serve import default_access, default_audit
 from vigie.errors import UsageError
 
 app = typer.Typer(help="Incident response: the exposure report, the notify list, rotations.")
@@ -76,6 +75,7 @@ def report(
 def _local_report(
     store: Path, t1: datetime, t2: datetime, format: str, keyfile: Path | None
 ) -> str:
+    from vigie.cli.serve import default_audit
     from vigie.incident.render import RENDER
     from vigie.incident.report import build_report
     from vigie.keys import load_keys
@@ -142,6 +142,7 @@ def notify_list(
 
 def _audit(store: Path, path: str, rows: int, params: dict[str, str]) -> None:
     from vigie.audit.log import AuditLog
+    from vigie.cli.serve import default_audit
 
     log = AuditLog(default_audit(store))
     try:
@@ -178,6 +179,7 @@ def rotate(
     counts); --execute runs each step (production steps in one transaction each)."""
     from vigie.access.keys import AccessFile
     from vigie.audit.log import AuditLog
+    from vigie.cli.serve import default_access, default_audit
     from vigie.db.dsn import parse_dsn
     from vigie.incident.rotate import Rotation, load_playbook, state_path
 

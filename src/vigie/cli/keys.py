@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from vigie.cli.render import console
-from vigie.keys import init_keyfile
 
 app = typer.Typer(help="Create and inspect the keyfile.")
 
@@ -19,6 +18,8 @@ def init(
     force: Annotated[bool, typer.Option(help="Replace an existing keyfile.")] = False,
 ) -> None:
     """Write a new keyfile with random keys. Keep it out of the store and out of git."""
+    from vigie.keys import init_keyfile
+
     keys = init_keyfile(keyfile, force=force)
     console.print(
         f"Keyfile {keyfile} written (0600): pseudonym key id {keys.pseudonym_key_id}, "

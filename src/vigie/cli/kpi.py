@@ -6,21 +6,17 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vigie.cli.render import Table, console
 from vigie.errors import UsageError
-from vigie.keys import load_keys
-from vigie.kpi.engine import KpiResult, default_range, lock_down, refresh_rollups, run_kpi
-from vigie.kpi.load import load_metrics
-from vigie.kpi.model import Metrics
-from vigie.kpi.parse import parse_query
-from vigie.kpi.query import KpiQuery
-from vigie.serve.client import query_json, result_from_json
-from vigie.serve.protocol import ask, running, socket_path
-from vigie.stores.duckdb_store import Store
+
+if TYPE_CHECKING:
+    from vigie.kpi.engine import KpiResult
+    from vigie.kpi.model import Metrics
+    from vigie.kpi.query import KpiQuery
 
 app = typer.Typer(help="Declared KPIs over the store, with small-cell suppression.")
 
@@ -48,6 +44,8 @@ MinUsers = Annotated[
 @app.command("list")
 def list_kpis(metrics: MetricsOpt = None) -> None:
     """List the KPIs with their one-line definitions."""
+    from vigie.kpi.load import load_metrics
+
     m = load_metrics(metrics)
     table = Table(title=f"KPIs (cells under {m.min_users} users are suppressed)")
     table.add_column("kpi", no_wrap=True)
@@ -60,12 +58,20 @@ def list_kpis(metrics: MetricsOpt = None) -> None:
 
 def _query(name: str, by: str, from_: str | None, to: str | None, grain: str,
            where: list[str] | None) -> KpiQuery:  # fmt: skip
+    from vigie.kpi.parse import parse_query
+
     return parse_query(name, by, from_, to, grain, where or [])
 
 
 def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -> KpiResult:
     """The query on the store opened read-only and locked down (no file, no setting); or,
     while `vigie serve` holds the store, asked of its data service."""
+    from vigie.keys import load_keys
+    from vigie.kpi.engine import default_range, lock_down, run_kpi
+    from vigie.serve.client import query_json, result_from_json
+    from vigie.serve.protocol import ask, running, socket_path
+    from vigie.stores.duckdb_store import Store
+
     if running(store):
         if metrics.sources[1:] or metrics.min_users != metrics.base_min_users:
             raise UsageError(
@@ -93,6 +99,8 @@ def show(
     min_users: MinUsers = None,
 ) -> None:
     """Show a KPI by dimensions over time (default: the last 7 days of data)."""
+    from vigie.kpi.load import load_metrics
+
     if format not in ("table", "csv", "json"):
         raise UsageError(f"--format must be table, csv or json, got '{format}'.")
     m = load_metrics(metrics, min_users=min_users)
@@ -116,6 +124,7 @@ def chart(
 ) -> None:
     """Write a line chart of a KPI over time, one line per dimension value."""
     from vigie.kpi.chart import write_chart
+    from vigie.kpi.load import load_metrics
 
     m = load_metrics(metrics, min_users=min_users)
     result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where))
@@ -125,6 +134,11 @@ def chart(
 @app.command()
 def refresh(store: StoreOpt, keyfile: KeyfileOpt = None, metrics: MetricsOpt = None) -> None:
     """Rebuild the daily rollups (vigie sync does it after each run)."""
+    from vigie.keys import load_keys
+    from vigie.kpi.engine import refresh_rollups
+    from vigie.kpi.load import load_metrics
+    from vigie.stores.duckdb_store import Store
+
     m = load_metrics(metrics)
     with Store(store, load_keys(keyfile)) as s:
         timings = refresh_rollups(s, m)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,12 +20,14 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from vigie.errors import VigieError
-from vigie.fleet.inspect import TableSummary
-from vigie.fleet.tick import TickReport
-from vigie.policy.model import Policy
-from vigie.stores.checks import Finding
-from vigie.sync.converge import PolicyChanges
-from vigie.sync.run import SyncReport
+
+if TYPE_CHECKING:
+    from vigie.fleet.inspect import TableSummary
+    from vigie.fleet.tick import TickReport
+    from vigie.policy.model import Policy
+    from vigie.stores.checks import Finding
+    from vigie.sync.converge import PolicyChanges
+    from vigie.sync.run import SyncReport
 
 console = Console(highlight=False, soft_wrap=True)  # long paths stay whole (and greppable)
 err = Console(stderr=True, highlight=False)

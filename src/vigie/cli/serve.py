@@ -6,14 +6,16 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vigie.access.decide import Role
-from vigie.access.keys import AccessFile, parse_duration
 from vigie.cli.render import Table, console
 from vigie.errors import AuditError, Unavailable, UsageError
+
+if TYPE_CHECKING:
+    from vigie.access.keys import AccessFile
 
 access_app = typer.Typer(help="API keys and roles for `vigie serve` (hashed, expiring).")
 audit_app = typer.Typer(help="The audit log of `vigie serve`.")
@@ -38,6 +40,8 @@ def default_guard_config(store: Path) -> Path | None:
 
 
 def _access(store: Path | None, access: Path | None) -> AccessFile:
+    from vigie.access.keys import AccessFile
+
     if access is None and store is None:
         raise UsageError("Give --store (the access file is beside it) or --access FILE.")
     return AccessFile(access or default_access(store))  # type: ignore[arg-type]
@@ -142,6 +146,8 @@ def access_create(
     access: AccessOpt = None,
 ) -> None:
     """Create an API key; it is printed once and only its hash is kept."""
+    from vigie.access.keys import parse_duration
+
     try:
         r = Role(role)
     except ValueError:

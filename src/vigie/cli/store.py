@@ -9,10 +9,6 @@ import typer
 
 from vigie.cli.render import findings
 from vigie.errors import StoreNonConforming
-from vigie.keys import load_keys
-from vigie.policy.load import load_policy
-from vigie.serve.protocol import ask, running, socket_path
-from vigie.stores.checks import Finding, verify_store
 
 app = typer.Typer(help="Check the analytics store.")
 
@@ -28,6 +24,11 @@ def verify(
     """Check that the store conforms to the policy: tables, columns and actions, types, file
     modes, encryption, key ids, tables vigie did not make, and every kept text column
     scanned whole. One finding per line; exit status 7 when there is any."""
+    from vigie.keys import load_keys
+    from vigie.policy.load import load_policy
+    from vigie.serve.protocol import ask, running, socket_path
+    from vigie.stores.checks import Finding, verify_store
+
     if running(store):  # vigie serve holds the store: its data service runs the checks
         load_policy(policy)  # errors with file:line here, not there
         answer = ask(socket_path(store), "verify",

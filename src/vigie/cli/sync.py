@@ -8,18 +8,18 @@ import threading
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vigie.cli.render import console, policy_changes, print_error, sync_progress, sync_summary
-from vigie.db.dsn import parse_dsn
 from vigie.errors import SyncError, UsageError, VigieError
-from vigie.keys import load_keys
-from vigie.sync.converge import PolicyChanges
-from vigie.sync.run import SyncReport
-from vigie.sync.service import Rollups, SyncService, SyncSettings
-from vigie.sync.state import Progress
+
+if TYPE_CHECKING:
+    from vigie.sync.converge import PolicyChanges
+    from vigie.sync.run import SyncReport
+    from vigie.sync.service import Rollups
+    from vigie.sync.state import Progress
 
 Keyfile = Annotated[
     Path | None, typer.Option(help="Keyfile (else VIGIE_KEYFILE, else VIGIE_*_KEY variables).")
@@ -98,6 +98,10 @@ def sync_command(
     After a policy change, the store first converges to the new policy: what it no longer
     copies is removed (and the store rewritten into a fresh file), what it now copies is
     backfilled; the plan is printed before anything changes."""
+    from vigie.db.dsn import parse_dsn
+    from vigie.keys import load_keys
+    from vigie.sync.service import SyncService, SyncSettings
+
     if runs is not None and (runs < 1 or every is None):
         raise UsageError("--runs needs --every and must be at least 1.")
     interval = parse_interval(every) if every is not None else None
