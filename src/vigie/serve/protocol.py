@@ -81,6 +81,16 @@ def raw_result(line: bytes) -> tuple[int, bytes] | None:
     return int(rows), rest.rstrip(b"\n")[:-1]
 
 
+def refused_for_service(line: bytes) -> bool:
+    """Whether an answer is the service refusing (the guard closed the data, the service
+    failed), rather than a request it found wrong."""
+    try:
+        error = json.loads(line).get("error") or {}
+    except (ValueError, AttributeError):
+        return True
+    return error.get("kind") not in ("usage", "not_found", "forbidden", "refused")
+
+
 def answer_of(line: bytes) -> Any:
     """The result of an answer line, or its error raised."""
     body = json.loads(line)

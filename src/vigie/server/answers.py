@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -23,8 +22,6 @@ from vigie.serve import protocol
 
 STALE = 2.0  # s without a line from the watch: nothing kept counts
 SIZE = 512
-
-log = logging.getLogger("vigie.web")
 
 
 class Answers:

@@ -32,7 +32,7 @@ class DataLink:
             line = await self.ask_line("kpi", {"name": name, **args})
             if protocol.raw_result(line) is not None:  # an answer, not an error
                 self.answers.put(key, state, line)
-            else:  # a refusal: nothing kept is given after it
+            elif protocol.refused_for_service(line):  # closed: nothing kept is given after it
                 self.answers.drop()
         return line
 
