@@ -131,10 +131,11 @@ class DuckSource:
 
     def identity(self) -> str:
         if self.pg:
-            try:  # the cluster's identifier needs pg_read_all_settings or superuser
+            # the cluster's identifier, where this role may read it (a failed statement
+            # would abort the snapshot's transaction: the privilege is asked first)
+            system = f"{self.dsn.host}:{self.dsn.port}"
+            if self._scalar("SELECT has_function_privilege('pg_control_system()', 'EXECUTE')"):
                 system = str(self._scalar("SELECT system_identifier FROM pg_control_system()"))
-            except SyncError:
-                system = f"{self.dsn.host}:{self.dsn.port}"
             oid = self._scalar("SELECT oid FROM pg_database WHERE datname = current_database()")
             return f"postgresql:{system}:{oid}:{self.schema}"
         host, port, server_id = self._rows("SELECT @@hostname, @@port, @@server_id")[0]
