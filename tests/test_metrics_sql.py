@@ -4,6 +4,8 @@ cannot read a file or change a setting even if a statement got past the parser."
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +147,23 @@ def test_min_users_only_raises_k(store, tmp_path):
     )  # fmt: skip
     assert res.returncode == 4
     assert "min_users can only raise k: 5 is below the 10" in res.stderr
+
+
+def test_counts_print_as_integers_and_rates_as_fractions(store):
+    path, keys = store
+
+    def show(kpi: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-c", "from vigie.cli.app import main; main()", "kpi", "show",
+             kpi, "--store", str(path), "--keyfile", keys.source],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"},
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    counts = [line.split("│")[-2].strip() for line in show("device_activations").splitlines()
+              if line.startswith("│ 2")]  # fmt: skip
+    assert counts and all(re.fullmatch(r"[\d,]+|<\d+", v) for v in counts), counts
+    rates = [line.split("│")[-2].strip() for line in show("connection_error_rate").splitlines()
+             if line.startswith("│ 2")]  # fmt: skip
+    assert rates and all(re.fullmatch(r"0\.\d{4}|<\d+|-", v) for v in rates), rates

@@ -68,7 +68,7 @@ def demo(
     with Store(store, keys) as s:
         for name, by in (("connection_error_rate", ("firmware",)), ("device_activations", ())):
             query = default_range(s, metrics, KpiQuery(name, by))
-            render_result(run_kpi(s, metrics, query), metrics.kpis[name].description, "table")
+            render_result(run_kpi(s, metrics, query), metrics.kpis[name], "table")
         errors = run_kpi(
             s, metrics, default_range(s, metrics, KpiQuery("connection_error_rate", ("firmware",)))
         )

@@ -15,7 +15,7 @@ from vigie.errors import UsageError
 
 if TYPE_CHECKING:
     from vigie.kpi.engine import KpiResult
-    from vigie.kpi.model import Metrics
+    from vigie.kpi.model import Kpi, Metrics
     from vigie.kpi.query import KpiQuery
 
 app = typer.Typer(help="Declared KPIs over the store, with small-cell suppression.")
@@ -105,7 +105,7 @@ def show(
         raise UsageError(f"--format must be table, csv or json, got '{format}'.")
     m = load_metrics(metrics, min_users=min_users)
     result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where))
-    render_result(result, m.kpis[name].description, format)
+    render_result(result, m.kpis[name], format)
 
 
 @app.command()
@@ -145,7 +145,7 @@ def refresh(store: StoreOpt, keyfile: KeyfileOpt = None, metrics: MetricsOpt = N
     console.print(f"{len(timings)} rollups rebuilt in {sum(timings.values()):.1f} s.")
 
 
-def render_result(result: KpiResult, description: str, format: str) -> None:
+def render_result(result: KpiResult, kpi: Kpi, format: str) -> None:
     dims = list(result.query.by)
     rows = [
         [c.period.isoformat(sep=" ")[: 16 if result.query.grain == "hour" else 10]]
@@ -168,19 +168,21 @@ def render_result(result: KpiResult, description: str, format: str) -> None:
     caption = f"from {source} in {result.seconds * 1000:.0f} ms; <{result.k}: suppressed"
     if result.until is not None and result.query.end == result.until:
         caption += f"; periods from {result.until:%Y-%m-%d %H:%M} on are not over: not shown"
-    table = Table(title=f"{result.query.kpi}: {description}")
+    table = Table(title=f"{result.query.kpi}: {kpi.description}")
     for col in ["period", *dims, "value"]:
         table.add_column(col, justify="right" if col == "value" else "left")
     for r, c in zip(rows, result.cells, strict=True):
-        value = f"<{result.k}" if c.suppressed else _fmt(r[-1])
+        value = f"<{result.k}" if c.suppressed else _fmt(r[-1], kpi.integer)
         style = "bold" if c.is_total else None
         table.add_row(*[str(v) for v in r[:-1]], value, style=style)
     console.print(table)
     console.print(f"[dim]{caption}[/]")
 
 
-def _fmt(value: object) -> str:
+def _fmt(value: object, integer: bool = False) -> str:
     if value is None:
         return "-"
     assert isinstance(value, float)
+    if integer:
+        return f"{value:,.0f}"
     return f"{value:.4f}" if abs(value) < 1 else f"{value:,.1f}"

@@ -82,6 +82,11 @@ class Kpi:
     measure: Measure
     population: str | None = None  # boolean column: the rows the KPI is about
 
+    @property
+    def integer(self) -> bool:
+        """Whether its values are counts (shown as integers)."""
+        return isinstance(self.measure, Count | CountDistinct)
+
 
 @dataclass(frozen=True)
 class Metrics:

@@ -42,7 +42,7 @@ from vigie.guard.model import Result
 from vigie.keys import Keys
 from vigie.kpi.engine import ROLLUPS, KpiResult, default_range, has_registry, lock_down, run_kpi
 from vigie.kpi.load import load_metrics
-from vigie.kpi.model import Count, CountDistinct, Metrics
+from vigie.kpi.model import Metrics
 from vigie.kpi.parse import parse_query
 from vigie.policy.load import parse_policy
 from vigie.serve import protocol
@@ -286,7 +286,7 @@ class DataService:
             "kpis": [
                 {"name": k.name, "description": k.description, "fact": k.fact.name,
                  "dimensions": list(k.fact.dimensions),
-                 "integer": isinstance(k.measure, Count | CountDistinct)}
+                 "integer": k.integer}
                 for k in self.metrics.kpis.values()
             ],
         }  # fmt: skip
@@ -587,7 +587,7 @@ def result_json(result: KpiResult, metrics: Metrics, generation: int) -> dict[st
         "kpi": q.kpi, "description": kpi.description, "k": result.k, "grain": q.grain,
         "by": list(q.by), "where": [list(w) for w in q.where],
         "from": q.start, "to": q.end, "until": result.until,
-        "integer": isinstance(kpi.measure, Count | CountDistinct),
+        "integer": kpi.integer,
         "rollup": result.rollup, "seconds": result.seconds, "generation": generation,
         "cells": [
             {"period": c.period.isoformat(sep=" ")[: 16 if q.grain == "hour" else 10],
