@@ -65,10 +65,12 @@ def _build(dsn: Dsn, names: list[str], table: str) -> None:
     )
 
 
-def _policy(path: Path, table: str, names: list[str]) -> Path:
+def _policy(path: Path, table: str, names: list[str], cursor: str | None = None) -> Path:
+    """A policy keeping ``names`` of ``table`` (its ``id`` pseudonymized)."""
     columns = {"id": {"class": "identifier", "pseudonymize": "thing"}}
     columns |= {n: {"class": "public", "keep": None} for n in names}
-    body = {"version": 1, "exclude": ["vault"], "tables": {table: {"columns": columns}}}
+    spec: dict = {"columns": columns} | ({"cursor": cursor} if cursor else {})
+    body = {"version": 1, "exclude": ["vault"], "tables": {table: spec}}
     path.write_text(
         yaml.safe_dump(body, allow_unicode=True, default_flow_style=None, width=4096).replace(
             ": null", ""
@@ -375,21 +377,7 @@ def test_a_cursor_in_the_future_never_freezes_the_watermark(future, pg_dsn, keys
     prod_exec(pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at TIMESTAMPTZ)",
               "INSERT INTO t VALUES (1, 'red', now() - interval '1 hour'), "
               f"(2, 'blue', {future})")  # fmt: skip
-    policy = tmp_path / "p.yaml"
-    body = {
-        "version": 1,
-        "tables": {
-            "t": {
-                "cursor": "updated_at",
-                "columns": {
-                    "id": {"class": "identifier", "pseudonymize": "thing"},
-                    "v": {"class": "public", "keep": None},
-                    "updated_at": {"class": "public", "keep": None},
-                },
-            }
-        },
-    }
-    policy.write_text(yaml.safe_dump(body, default_flow_style=None).replace(": null", ""))
+    policy = _policy(tmp_path / "p.yaml", "t", ["v", "updated_at"], cursor="updated_at")
     sync(pg_dsn, policy, store_path, keys)
     prod_exec(pg_dsn, "UPDATE t SET v = 'green', updated_at = now() WHERE id = 1")
     (result,) = sync(pg_dsn, policy, store_path, keys).tables
@@ -404,20 +392,7 @@ def test_a_sqlite_key_column_that_may_be_null_is_refused(sqlite_dsn, keys, store
     sqlite3.connect(sqlite_dsn.path).close()
     prod_exec(sqlite_dsn, "CREATE TABLE t (id INTEGER, k TEXT, v TEXT, PRIMARY KEY (id, k))",
               "INSERT INTO t VALUES (1, NULL, 'red'), (1, 'a', 'blue')")  # fmt: skip
-    policy = tmp_path / "p.yaml"
-    body = {
-        "version": 1,
-        "tables": {
-            "t": {
-                "columns": {
-                    "id": {"class": "identifier", "pseudonymize": "thing"},
-                    "k": {"class": "public", "keep": None},
-                    "v": {"class": "public", "keep": None},
-                }
-            }
-        },
-    }
-    policy.write_text(yaml.safe_dump(body, default_flow_style=None).replace(": null", ""))
+    policy = _policy(tmp_path / "p.yaml", "t", ["k", "v"])
     with pytest.raises(VigieError, match=r"t\.id is part of the primary key but may be NULL"):
         sync(sqlite_dsn, policy, store_path, keys)
 
@@ -463,21 +438,7 @@ def test_an_update_that_moves_the_cursor_backwards_is_found_by_the_verification(
     prod_exec(pg_dsn, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, updated_at TIMESTAMP)",
               "INSERT INTO t SELECT g, 'red', now() - interval '1 day' "
               "FROM generate_series(1, 50) g")  # fmt: skip
-    policy = tmp_path / "p.yaml"
-    body = {
-        "version": 1,
-        "tables": {
-            "t": {
-                "cursor": "updated_at",
-                "columns": {
-                    "id": {"class": "identifier", "pseudonymize": "thing"},
-                    "v": {"class": "public", "keep": None},
-                    "updated_at": {"class": "public", "keep": None},
-                },
-            }
-        },
-    }
-    policy.write_text(yaml.safe_dump(body, default_flow_style=None).replace(": null", ""))
+    policy = _policy(tmp_path / "p.yaml", "t", ["v", "updated_at"], cursor="updated_at")
     sync(pg_dsn, policy, store_path, keys)
     prod_exec(pg_dsn, "UPDATE t SET v = 'blue', updated_at = updated_at - interval '2 days' "
                       "WHERE id IN (3, 4)")  # fmt: skip

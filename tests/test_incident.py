@@ -357,16 +357,24 @@ def test_key_rotation_keeps_every_kpi_answer_and_old_pseudonyms_match_nothing(tm
     assert all(r.inserted == 0 and r.updated == 0 for r in report.tables), report.tables
 
 
-def test_a_key_rotation_that_crashed_after_its_commit_is_finished_by_running_it_again(tmp_path):
+def _sqlite_store(tmp_path: Path, users: int, seed: int):
+    """A SQLite fleet synced into a store, its keyfile at ``tmp_path / "keys"``."""
     from vigie.db.dsn import parse_dsn
-    from vigie.incident.rekey import rotate_pseudonym_key
     from vigie.keys import init_keyfile, load_keys
 
     dsn = parse_dsn(f"sqlite:///{tmp_path / 'prod.db'}")
-    generate_fleet(dsn, FleetSpec(users=150, days=1, seed=3))
+    generate_fleet(dsn, FleetSpec(users=users, days=1, seed=seed))
     init_keyfile(tmp_path / "keys")
     store = tmp_path / "store" / "vigie.duckdb"
     sync(dsn, EXAMPLE_POLICY, store, load_keys(tmp_path / "keys"))
+    return dsn, store
+
+
+def test_a_key_rotation_that_crashed_after_its_commit_is_finished_by_running_it_again(tmp_path):
+    from vigie.incident.rekey import rotate_pseudonym_key
+    from vigie.keys import load_keys
+
+    dsn, store = _sqlite_store(tmp_path, users=150, seed=3)
     old_text = (tmp_path / "keys").read_text()
     rotate_pseudonym_key(store, tmp_path / "keys", dsn)
     # as if the process died between the commit and the keyfile's rename
@@ -380,14 +388,8 @@ def test_a_key_rotation_that_crashed_after_its_commit_is_finished_by_running_it_
 
 
 def test_the_key_rotation_step_runs_once_per_incident(tmp_path):
-    from vigie.db.dsn import parse_dsn
-    from vigie.keys import init_keyfile, load_keys
 
-    dsn = parse_dsn(f"sqlite:///{tmp_path / 'prod.db'}")
-    generate_fleet(dsn, FleetSpec(users=120, days=1, seed=4))
-    init_keyfile(tmp_path / "keys")
-    store = tmp_path / "store" / "vigie.duckdb"
-    sync(dsn, EXAMPLE_POLICY, store, load_keys(tmp_path / "keys"))
+    dsn, store = _sqlite_store(tmp_path, users=120, seed=4)
     playbook = tmp_path / "p.yaml"
     playbook.write_text("steps:\n  - {name: new-key, vigie: rotate-pseudonym-key}\n")
 
