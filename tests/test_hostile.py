@@ -511,3 +511,30 @@ def test_a_truncated_store_is_a_clear_error(sqlite_dsn, keyfile, store_path, tmp
                              capture_output=True, text=True)  # fmt: skip
         assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
         assert "store" in run.stderr.lower(), run.stderr
+
+
+def test_key_rotation_rewrites_columns_whose_names_are_code(sqlite_dsn, keyfile, store_path,
+                                                            tmp_path):  # fmt: skip
+    """The rotation's rewrite names tables and columns holding '|', quotes and ';'."""
+    from vigie.incident.rekey import rotate_pseudonym_key
+
+    sqlite3.connect(sqlite_dsn.path).close()
+    table, column = 't|"x"; --', 'u|"v"'
+    prod_exec(sqlite_dsn, f"CREATE TABLE {_q('sqlite', table)} (id INTEGER PRIMARY KEY, "
+              f"{_q('sqlite', column)} TEXT)",
+              f"INSERT INTO {_q('sqlite', table)} VALUES (1, 'a'), (2, 'b')")  # fmt: skip
+    policy = tmp_path / "p.yaml"
+    columns = {"id": {"class": "identifier", "pseudonymize": "thing"},
+               column: {"class": "identifier", "pseudonymize": "other"}}  # fmt: skip
+    policy.write_text(yaml.safe_dump({"version": 1, "tables": {table: {"columns": columns}}}))
+    sync(sqlite_dsn, policy, store_path, load_keys(keyfile))
+
+    def stored() -> list[tuple]:
+        with Store(store_path, load_keys(keyfile), read_only=True) as s:
+            return sorted(s.rows(f"SELECT id, {q(column)} FROM {q(table)}"))
+
+    before = stored()
+    result = rotate_pseudonym_key(store_path, keyfile, sqlite_dsn)
+    after = stored()
+    assert result.columns == 2 and result.rewritten == 4 and result.orphans == 0
+    assert len(after) == 2 and not {v for r in before for v in r} & {v for r in after for v in r}

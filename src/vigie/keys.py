@@ -68,6 +68,12 @@ def init_keyfile(path: Path, *, force: bool = False) -> Keys:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = Keys(secrets.token_hex(32), secrets.token_hex(32), source=str(path))
+    write_keyfile(path, keys)
+    return keys
+
+
+def write_keyfile(path: Path, keys: Keys) -> None:
+    """``keys`` into ``path`` (0600, through a fresh temporary file: see ``_write_private``)."""
     body = {
         "version": KEYFILE_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -75,7 +81,6 @@ def init_keyfile(path: Path, *, force: bool = False) -> Keys:
         "store_key": keys.store_key,
     }
     _write_private(path, json.dumps(body, indent=2).encode())
-    return keys
 
 
 def _write_private(path: Path, data: bytes) -> None:

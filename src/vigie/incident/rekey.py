@@ -12,8 +12,6 @@ after it is finished by running the step again.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -23,10 +21,10 @@ import pyarrow as pa
 
 from vigie.db.dsn import Dsn
 from vigie.errors import KeyfileError, StoreError
-from vigie.keys import Keys, load_keys
+from vigie.keys import Keys, load_keys, write_keyfile
 from vigie.policy.hmac_engine import pseudonyms
 from vigie.policy.load import parse_policy
-from vigie.policy.model import Pseudonymize
+from vigie.policy.model import Policy, Pseudonymize
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import META, converged_policy_text, history_columns, quote
 
@@ -40,14 +38,10 @@ class RekeyResult:
 
 
 def _next_keys(keyfile: Path, old: Keys) -> Keys:
+    """The new keys, written to ``<keyfile>.next`` once (a second run finds them there)."""
     pending = keyfile.with_name(keyfile.name + ".next")
     if not pending.exists():
-        body = {"version": 1, "pseudonym_key": secrets.token_hex(32), "store_key": old.store_key}
-        fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(body, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_keyfile(pending, Keys(secrets.token_hex(32), old.store_key))
     return load_keys(pending)
 
 
@@ -74,11 +68,8 @@ def rotate_pseudonym_key(store_path: Path, keyfile: Path, production: Dsn) -> Re
     return RekeyResult(len(columns), rewritten, orphans, round(time.monotonic() - started, 2))
 
 
-def _columns(store: Store, policy: object) -> list[tuple[str, str, str]]:
+def _columns(store: Store, policy: Policy) -> list[tuple[str, str, str]]:
     """(table, column, domain) of every stored pseudonym column."""
-    from vigie.policy.model import Policy
-
-    assert isinstance(policy, Policy)
     stored = store.columns()
     out = []
     for table in policy.tables.values():
@@ -125,12 +116,11 @@ def _rewrite(
     store: Store, columns: list[tuple[str, str, str]], maps: dict[str, pa.Table], new: Keys
 ) -> tuple[int, int]:
     con = store.con
-    targets: dict[str, list[str]] = {}  # domain -> qualified "table"."column" places
+    targets: dict[str, list[tuple[str, str]]] = {}  # domain -> (table, column), quoted
     for table, column, domain in columns:
-        targets.setdefault(domain, []).append(f"{quote(table)}|{quote(column)}")
-        history = f"deleted__{table}"
+        targets.setdefault(domain, []).append((quote(table), quote(column)))
         if column in history_columns(store, table):
-            targets[domain].append(f"{META}.{quote(history)}|{quote(column)}")
+            targets[domain].append((f"{META}.{quote(f'deleted__{table}')}", quote(column)))
     rewritten = orphans = 0
     con.execute("BEGIN TRANSACTION")
     try:
@@ -141,8 +131,7 @@ def _rewrite(
             con.execute(f"CREATE TEMP TABLE {m} AS SELECT DISTINCT old, new FROM {m}_arrow")
             con.unregister(f"{m}_arrow")
             (known,) = con.execute(f"SELECT COUNT(*) FROM {m}").fetchone() or (0,)
-            for place in places:  # values gone from production: a fresh pseudonym each
-                t, c = place.split("|")
+            for t, c in places:  # values gone from production: a fresh pseudonym each
                 con.execute(
                     f"INSERT INTO {m} SELECT DISTINCT x.{c}, uuid() FROM {t} x WHERE "
                     f"x.{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {m} WHERE "
@@ -150,8 +139,7 @@ def _rewrite(
                 )
             (total,) = con.execute(f"SELECT COUNT(*) FROM {m}").fetchone() or (0,)
             orphans += int(total) - int(known)
-            for place in places:
-                t, c = place.split("|")
+            for t, c in places:
                 row = con.execute(
                     f"UPDATE {t} AS x SET {c} = m.new FROM {m} m WHERE x.{c} = m.old"
                 ).fetchone()
