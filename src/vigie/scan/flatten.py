@@ -69,6 +69,10 @@ def _binary(array: pa.Array, aligned: bool) -> Flat:
     """UTF-8 values decoded (DuckDB's ``try(decode())``: invalid ones become NULL, per
     value); opaque if any non-NULL value is not UTF-8."""
     raw = array if pa.types.is_binary(array.type) else array.cast(pa.binary())
+    try:  # all of it UTF-8: the common case, checked by Arrow alone
+        return Flat(raw.cast(pa.string()), aligned, False)
+    except pa.ArrowInvalid:
+        pass
     con = duckdb.connect()
     try:
         con.register("vigie_raw", pa.table({"b": raw}))
