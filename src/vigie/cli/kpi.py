@@ -132,17 +132,30 @@ def chart(
 
 
 @app.command()
-def refresh(store: StoreOpt, keyfile: KeyfileOpt = None, metrics: MetricsOpt = None) -> None:
-    """Rebuild the daily rollups (vigie sync does it after each run)."""
+def refresh(
+    store: StoreOpt,
+    keyfile: KeyfileOpt = None,
+    metrics: MetricsOpt = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Rebuild every rollup and pattern from scratch.")
+    ] = False,
+) -> None:
+    """Bring the daily rollups and suppression patterns up to the store's last sync, by
+    what the syncs since changed (vigie sync does it after each run)."""
     from vigie.keys import load_keys
-    from vigie.kpi.engine import refresh_rollups
     from vigie.kpi.load import load_metrics
+    from vigie.kpi.refresh import refresh as refresh_facts
     from vigie.stores.duckdb_store import Store
 
     m = load_metrics(metrics)
     with Store(store, load_keys(keyfile)) as s:
-        timings = refresh_rollups(s, m)
-    console.print(f"{len(timings)} rollups rebuilt in {sum(timings.values()):.1f} s.")
+        done = refresh_facts(s, m, full=full)
+    table = Table("fact", "refresh", "rows", "days", "seconds", "why full")
+    for f in done:
+        days = "all" if f.days is None else str(f.days)
+        table.add_row(f.fact, f.mode, f"{f.rows:,}", days, f"{f.seconds:.2f}", f.why)
+    console.print(table)
+    console.print(f"{len(done)} facts refreshed in {sum(f.seconds for f in done):.1f} s.")
 
 
 def render_result(result: KpiResult, kpi: Kpi, format: str) -> None:

@@ -26,7 +26,7 @@ from vigie.policy.hmac_engine import pseudonyms
 from vigie.policy.load import parse_policy
 from vigie.policy.model import Policy, Pseudonymize
 from vigie.stores.duckdb_store import Store
-from vigie.stores.meta import META, converged_policy_text, history_columns, quote
+from vigie.stores.meta import META, converged_policy_text, history_columns, quote, reset_changes
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ def _rewrite(
                     f"UPDATE {t} AS x SET {c} = m.new FROM {m} m WHERE x.{c} = m.old"
                 ).fetchone()
                 rewritten += int(row[0]) if row else 0
+        reset_changes(con)  # the KPI states hold old pseudonyms: rebuilt at the next refresh
         con.execute(
             f"UPDATE {META}.meta SET value = ? WHERE key = 'pseudonym_key_id'",
             [new.pseudonym_key_id],

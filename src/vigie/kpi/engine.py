@@ -13,8 +13,8 @@ from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.factsql import PERSON_DOMAIN, tables_read, user_source
 from vigie.kpi.load import MetricsError
-from vigie.kpi.model import Fact, Metrics, ShareWithin
-from vigie.kpi.patterns import pattern_for, store_pattern, sync_horizon
+from vigie.kpi.model import Fact, Metrics
+from vigie.kpi.patterns import pattern_for, sync_horizon
 from vigie.kpi.protect import PRIMARY, Pattern
 from vigie.kpi.query import KpiQuery, compile_query, q, validate
 from vigie.kpi.suppress import Cell
@@ -186,51 +186,16 @@ def has_registry(store: Store) -> bool:
     ))  # fmt: skip
 
 
-def refresh_rollups(store: Store, metrics: Metrics) -> dict[str, float]:
-    """Rebuild every declared rollup from the store's tables; returns seconds per rollup.
-    Each fact is computed once (a temporary table), then every KPI x dimension set."""
-    check_against_store(store, metrics)
-    (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
-    store.con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUPS}")
-    store.con.execute(
-        f"CREATE TABLE IF NOT EXISTS {ROLLUPS}.registry (name VARCHAR PRIMARY KEY, "
-        "kpi VARCHAR, dims VARCHAR, run_id INTEGER, built_at TIMESTAMP, seconds DOUBLE)"
-    )
+def refresh_rollups(store: Store, metrics: Metrics, *, full: bool = False) -> dict[str, float]:
+    """Bring every declared rollup and every fact's pattern to the store's latest run, by
+    what the syncs since changed (``kpi.refresh``; ``full``: from scratch); returns
+    seconds per rollup and per pattern."""
+    from vigie.kpi.refresh import refresh
+
     timings: dict[str, float] = {}
-    for fact in metrics.facts.values():
-        kpis = [k for k in metrics.kpis.values() if k.fact.name == fact.name]
-        if not kpis or not fact.rollups:
-            continue
-        temp = f"vigie_fact_{fact.name}"
-        _build(store, f"CREATE OR REPLACE TEMP TABLE {temp} AS {fact.sql}", f"fact {fact.name}")
-        try:
-            for kpi in kpis:
-                for dims in fact.rollups:
-                    if isinstance(kpi.measure, ShareWithin) and kpi.measure.across not in dims:
-                        continue
-                    name = rollup_name(kpi.name, dims)
-                    timings[name] = _build_rollup(store, metrics, kpi.name, dims, temp, run_id)
-        finally:
-            store.con.execute(f"DROP TABLE IF EXISTS {temp}")
-    for fact in metrics.facts.values():
-        if any(k.fact.name == fact.name for k in metrics.kpis.values()):
-            timings[f"pattern__{fact.name}"] = store_pattern(store, metrics, fact, run_id)
+    for done in refresh(store, metrics, full=full):
+        timings.update({k: v for k, v in done.timings.items() if k not in ("states", "stats")})
     return timings
-
-
-def _build_rollup(store: Store, metrics: Metrics, kpi: str, dims: tuple[str, ...], source: str,
-                  run_id: int) -> float:  # fmt: skip
-    started = time.perf_counter()
-    name = rollup_name(kpi, dims)
-    compiled = compile_query(metrics, KpiQuery(kpi, dims, grain="day"), source=source)
-    with store.transaction() as con:
-        _build(store, f"CREATE OR REPLACE TABLE {ROLLUPS}.{q(name)} AS {compiled.sql}", name)
-        seconds = time.perf_counter() - started
-        con.execute(
-            f"INSERT OR REPLACE INTO {ROLLUPS}.registry VALUES (?, ?, ?, ?, now(), ?)",
-            [name, kpi, ",".join(dims), run_id, seconds],
-        )
-    return seconds
 
 
 def _build(store: Store, sql: str, what: str) -> None:

@@ -4,7 +4,7 @@ rollups after each sync, and read back for the periods an answer shows."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
@@ -98,7 +98,43 @@ def store_pattern(store: Store, metrics: Metrics, fact: Fact, run_id: int) -> fl
     """Compute and keep ``fact``'s pattern for the store's current run; returns seconds."""
     started = time.perf_counter()
     pattern = compute_pattern(store, metrics, fact)
-    table = f'{ROLLUP_SCHEMA}."pattern__{fact.name}"'
+    save_pattern(store, pattern, run_id, time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def pattern_from_stats(store: Store, metrics: Metrics, fact: Fact, stats: dict[Key, Stats],
+                       until: datetime) -> Pattern:  # fmt: skip
+    """The pattern from the cells' counts kept by the refresh (``kpi.refresh``): the rows
+    of the weeks holding a small day are read from the fact for those days only."""
+    shape = shape_of(metrics, fact)
+    source = f"vigie_pattern_{fact.name}"
+    days = sorted(p for (g, p, d, _), s in stats.items() if g == "day" and d is None)
+    k = max(metrics.ks)
+    weeks = {calendar.week_of(p) for (g, p, d, _), s in stats.items()
+             if g == "day" and d is None and any(0 < u < k for u in s.users)}  # fmt: skip
+    wanted = [d for d in days if calendar.week_of(d) in weeks]
+    rows: dict[datetime, list[Row]] = {}
+    if wanted:
+        columns = ", ".join(q(c) for c in columns_needed(fact, shape))
+        t = q(fact.time)
+        store.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM ({fact.sql}) "
+            f"WHERE {t} >= ? AND {t} < ? AND {t} < ?",
+            [wanted[0], wanted[-1] + timedelta(days=1), until],
+        )
+        try:
+            rows = _rows_of_small_weeks(store, metrics, fact, shape, source, stats)
+        finally:
+            store.con.execute(f"DROP TABLE IF EXISTS {source}")
+    planner = Planner(stats, fact.dimensions, until, rows)
+    for each in metrics.ks:
+        planner.run(each)
+    return Pattern(fact.name, max(metrics.ks), until, planner.suppressed)
+
+
+def save_pattern(store: Store, pattern: Pattern, run_id: int, seconds: float) -> None:
+    """Keep ``pattern`` as the pattern of the store's run ``run_id``."""
+    table = f'{ROLLUP_SCHEMA}."pattern__{pattern.fact}"'
     with store.transaction() as con:
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {REGISTRY} (fact VARCHAR PRIMARY KEY, k INTEGER, "
@@ -119,12 +155,16 @@ def store_pattern(store: Store, metrics: Metrics, fact: Fact, run_id: int) -> fl
                 con.execute(f"INSERT INTO {table} SELECT * FROM vigie_pattern_batch")
             finally:
                 con.unregister("vigie_pattern_batch")
-        seconds = time.perf_counter() - started
         con.execute(
             f"INSERT OR REPLACE INTO {REGISTRY} VALUES (?, ?, ?, ?, now(), ?)",
-            [fact.name, pattern.k, pattern.until, run_id, seconds],
+            [pattern.fact, pattern.k, pattern.until, run_id, seconds],
         )
-    return seconds
+
+
+def forget_pattern(store: Store, fact: Fact) -> None:
+    """No kept pattern for ``fact``: answers compute it (and refuse if it cannot be)."""
+    if _has_registry(store):
+        store.con.execute(f"DELETE FROM {REGISTRY} WHERE fact = ?", [fact.name])
 
 
 def pattern_for(store: Store, metrics: Metrics, fact: Fact, grain: str, start: datetime | None,

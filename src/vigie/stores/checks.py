@@ -32,9 +32,12 @@ from vigie.scan.column import describe, scan_whole_column
 from vigie.scan.identifying import Singling, measurable
 from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import (
+    BEFORE,
+    KPI_STATE,
     LINEAGE_COLUMNS,
     META,
     META_TABLES,
+    REPLACED_BY,
     ROLLUP_SCHEMA,
     ColumnRecord,
     action_spec,
@@ -167,8 +170,11 @@ def check_foreign(store: Store, policy: Policy) -> Iterator[Finding]:
     ):
         known = (schema == META and (table in META_TABLES or table in history)) or (
             schema == ROLLUP_SCHEMA
-            and (table in ("registry", "patterns") or table in rollups or table in patterns)
-        )
+            and (table in ("registry", "patterns") or table in rollups or table in patterns
+                 or table.startswith(KPI_STATE))
+        )  # fmt: skip
+        if schema == META and table.startswith(BEFORE) and not known:
+            known = _log_fits(store, table.removeprefix(BEFORE))
         if not known:
             yield Finding(
                 "foreign",
@@ -230,6 +236,18 @@ def _singling(store: Store, table: str, column: str, entities: list[str]) -> Sin
         if found.identifies and found.share > worst.share:
             worst = found
     return worst
+
+
+def _log_fits(store: Store, table: str) -> bool:
+    """A change log (``stores.meta``) holds the columns of its table, no other."""
+
+    def columns(schema: str, name: str) -> set[str]:
+        return {c for (c,) in store.rows(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
+            "schema_name = ? AND table_name = ?", [schema, name])}  # fmt: skip
+
+    held = columns("main", table)
+    return bool(held) and columns(META, BEFORE + table) == held | {REPLACED_BY}
 
 
 def _pattern_names(store: Store) -> set[str]:

@@ -8,7 +8,12 @@ Tables kept here besides runs and per-table state (``duckdb_store`` lists them a
 - ``policies``: the text of every policy a run used, by its sha256;
 - ``run_columns``: per run, each column's class and action as the run applied them, so
   that "which columns were readable between T1 and T2" is answered from what was in force
-  then (``readable_between``), not from today's policy.
+  then (``readable_between``), not from today's policy;
+- ``before__<table>``: the change log the KPI refresh reads (``vigie.kpi.refresh``): the
+  stored version of every row a run replaced or deleted, with the run that did it. It
+  exists only once a refresh asked for it (``start_change_log``), is emptied as refreshes
+  consume it, and is dropped, with the KPI states, whenever a store rewrite makes it
+  incomplete (``reset_changes``).
 """
 
 from __future__ import annotations
@@ -63,7 +68,10 @@ CREATE TABLE IF NOT EXISTS {META}.run_columns (
     run_id INTEGER, table_name VARCHAR, column_name VARCHAR, data_class VARCHAR,
     action VARCHAR, PRIMARY KEY (run_id, table_name, column_name));
 """
-# Tables of ``_vigie`` that vigie makes besides ``deleted__<table>``.
+BEFORE = "before__"  # + table: the change log (rows replaced or deleted, as stored)
+REPLACED_BY = "_vigie_replaced_run"
+KPI_STATE = "state__"  # + fact...: the KPI refresh's states, in ROLLUP_SCHEMA
+# Tables of ``_vigie`` that vigie makes besides ``deleted__<table>`` and ``before__<table>``.
 META_TABLES = ("meta", "runs", "table_runs", "state", "columns", "policies", "run_columns")
 
 
@@ -221,3 +229,54 @@ def history_columns(store: Store, table: str) -> set[str]:
     return {c for (c,) in store.rows(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
         "schema_name = ? AND table_name = ?", [META, f"deleted__{table}"])}  # fmt: skip
+
+
+# -- the change log ------------------------------------------------------------------------
+
+
+def log_replaced(con: Any, table: str, rowids: str, run_id: int) -> None:
+    """Keep the stored version of the rows of ``table`` whose row ids ``rowids`` (a
+    subquery) selects, before the run ``run_id`` replaces or deletes them: when a KPI
+    refresh asked for the change log of ``table`` (else nothing)."""
+    if not _has_log(con, table):
+        return
+    con.execute(
+        f"INSERT INTO {META}.{quote(BEFORE + table)} SELECT t.*, ? FROM {quote(table)} t "
+        f"WHERE t.rowid IN ({rowids})",
+        [run_id],
+    )
+
+
+def _has_log(con: Any, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
+        "AND table_name = ?", [META, BEFORE + table]).fetchall())  # fmt: skip
+
+
+def start_change_log(con: Any, table: str) -> None:
+    """From now on the sync keeps what it replaces in ``table`` (the columns as they are)."""
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {META}.{quote(BEFORE + table)} AS SELECT *, "
+        f"NULL::INTEGER AS {REPLACED_BY} FROM {quote(table)} LIMIT 0"
+    )
+
+
+def trim_change_log(con: Any, table: str, through_run: int) -> None:
+    """Forget the changes of runs up to ``through_run``: a refresh has them."""
+    if _has_log(con, table):
+        con.execute(
+            f"DELETE FROM {META}.{quote(BEFORE + table)} WHERE {REPLACED_BY} <= ?",
+            [through_run],
+        )
+
+
+def reset_changes(con: Any) -> None:
+    """The store's tables were rewritten in a way the change log does not follow (a policy
+    change, a table loaded again, pseudonyms rotated): drop the logs and the KPI states
+    built on them. The next refresh finds no state and rebuilds in full (and starts the
+    logs again)."""
+    for schema, prefix in ((META, BEFORE), (ROLLUP_SCHEMA, KPI_STATE)):
+        sql = ("SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
+               "schema_name = ? AND starts_with(table_name, ?)")  # fmt: skip
+        for (name,) in con.execute(sql, [schema, prefix]).fetchall():
+            con.execute(f"DROP TABLE {schema}.{quote(name)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from vigie.keys import Keys
 from vigie.sources.base import KeyRange, Source
 from vigie.stores.duckdb_store import q
-from vigie.stores.meta import LINEAGE_COLUMNS, record_column
+from vigie.stores.meta import LINEAGE_COLUMNS, record_column, reset_changes
 from vigie.sync.batch import mask_and_scan
 from vigie.sync.writer import (
     TableWriter,
@@ -70,5 +70,6 @@ def _swap(writer: TableWriter, missing: list[str]) -> None:
         )
         con.execute(f"DROP TABLE {table}")
         con.execute(f"ALTER TABLE {new} RENAME TO {table}")
+        reset_changes(con)
         for name in missing:
             record_column(con, column_record(c, name))

@@ -36,6 +36,7 @@ from vigie.stores.meta import (
     forget_columns,
     forget_table,
     record_column,
+    reset_changes,
 )
 from vigie.sync.writer import column_record
 
@@ -193,6 +194,8 @@ def apply_removals(store: Store, changes: PolicyChanges, tables: list[CompiledTa
                     record_column(con, column_record(wanted[name], c.column))
         for record in [*changes.reclassified, *changes.records]:
             record_column(con, record)
+        if changes.tables or changes.columns:
+            reset_changes(con)  # the change log does not follow a rewrite
         if changes.removes:
             con.execute(f"DROP SCHEMA IF EXISTS {ROLLUP_SCHEMA} CASCADE")
     if changes.removes:

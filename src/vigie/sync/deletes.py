@@ -17,7 +17,7 @@ from vigie.keys import Keys
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
 from vigie.sources.base import KeyRange, RowCounters, Source, bucketed
 from vigie.stores.duckdb_store import q
-from vigie.stores.meta import META
+from vigie.stores.meta import META, log_replaced
 from vigie.sync.ahead import ReadAhead
 from vigie.sync.batch import mask_and_scan
 from vigie.sync.writer import TableWriter, one
@@ -150,6 +150,7 @@ class Reconciler:
                     "_vigie_first_seen, ?, ? FROM vigie_gone",
                     [self.w.run_time, self.w.run_id],
                 )
+                log_replaced(con, self.name, "SELECT _rid FROM vigie_gone", self.w.run_id)
                 con.execute(
                     f"DELETE FROM {q(self.name)} WHERE rowid IN (SELECT _rid FROM vigie_gone)"
                 )

@@ -18,7 +18,7 @@ from vigie.policy.model import Policy
 from vigie.sources import open_source
 from vigie.sources.base import Filter, RowCounters, Source
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import META, record_policy
+from vigie.stores.meta import META, record_policy, reset_changes
 from vigie.sync.ahead import ReadAhead
 from vigie.sync.converge import PolicyChanges, apply_removals, mark_converged, plan_changes
 from vigie.sync.deletes import VERIFY_EVERY, counter_delta
@@ -202,6 +202,7 @@ def forget(store: Store, tables: tuple[str, ...]) -> None:
                 con.execute(f"DELETE FROM {META}.{meta} WHERE table_name = ?", [table])
         if "all" in tables:
             con.execute(f"DELETE FROM {META}.meta WHERE key = 'source_identity'")
+        reset_changes(con)
 
 
 def check_source(store: Store, identity: str, dsn: Dsn) -> None:

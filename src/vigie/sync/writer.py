@@ -19,7 +19,7 @@ from vigie.errors import SyncError
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, Masked
 from vigie.policy.model import Keep
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import META, ColumnRecord, action_spec, record_column
+from vigie.stores.meta import META, ColumnRecord, action_spec, log_replaced, record_column
 from vigie.sync.state import TableResult
 
 ROW_GROUP = 122_880
@@ -173,9 +173,9 @@ class TableWriter:
             f"t._vigie_first_seen AS _first_seen, {changed} AS _changed "
             f"FROM {table} t JOIN vigie_new s ON ({on})"
         )
-        con.execute(
-            f"DELETE FROM {table} WHERE rowid IN (SELECT _rid FROM vigie_old WHERE _changed)"
-        )
+        replaced = "SELECT _rid FROM vigie_old WHERE _changed"
+        log_replaced(con, self.name, replaced, self.run_id)
+        con.execute(f"DELETE FROM {table} WHERE rowid IN ({replaced})")
         same = " AND ".join(f"o.{q(k)} = s.{q(k)}" for k in self.c.key)
         con.execute(
             f"INSERT INTO {table} ({', '.join(names)}, {BUCKET_COLUMN}, _vigie_first_seen, "

@@ -1,0 +1,308 @@
+"""Refresh the KPI rollups and suppression patterns by what the syncs changed.
+
+Per fact, the refresh keeps exact mergeable states (``kpi.state``) as of a run. After
+later runs it reads the fact's rows gained and lost since (``kpi.delta``, from the change
+log the sync keeps), adds them to the states with their signs (``kpi.maintain``), and
+rewrites the rollup rows of the days they touched; the planner then runs on the counts of
+every cell (``kpi.fromstate``), as a full rebuild does. The answers are those of a full
+rebuild, cell for cell: a full rebuild is the same code, every row of the fact counted
+once into empty states.
+
+A fact is rebuilt in full when it has no state yet, when its definition changed, when its
+SQL is not a select-project-join (``delta.incremental_shape`` says why), when a KPI of it
+has no mergeable state, or when asked (``full=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+
+from vigie.errors import UsageError
+from vigie.kpi import calendar
+from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape
+from vigie.kpi.fromstate import read_stats, rollup_sql
+from vigie.kpi.maintain import apply, recount
+from vigie.kpi.model import Fact, Metrics, ShareWithin
+from vigie.kpi.patterns import forget_pattern, pattern_from_stats, save_pattern, sync_horizon
+from vigie.kpi.protect import ProtectionError
+from vigie.kpi.query import q
+from vigie.kpi.state import Plan, ddl, plan_for, unsupported
+from vigie.stores.duckdb_store import Store
+from vigie.stores.meta import (
+    BEFORE,
+    KPI_STATE,
+    META,
+    REPLACED_BY,
+    ROLLUP_SCHEMA,
+    start_change_log,
+    trim_change_log,
+)
+
+STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
+ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
+DELTA = "vigie_delta"
+FORMAT = 1  # of the states: a state of another format is rebuilt
+
+
+@dataclass
+class FactRefresh:
+    """What one fact's refresh did."""
+
+    fact: str
+    mode: str  # "incremental" or "full"
+    why: str  # why full (empty when incremental)
+    rows: int  # fact rows gained and lost (full: every row)
+    days: int | None  # days whose rollup rows were rewritten (None: all)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str = ""  # the pattern could not be planned: the fact's answers are refused
+
+
+def refresh(store: Store, metrics: Metrics, *, full: bool = False,
+            on_fact: Callable[[FactRefresh], None] | None = None) -> list[FactRefresh]:  # fmt: skip
+    """Bring every fact's rollups and pattern to the store's latest run."""
+    from vigie.kpi.engine import check_against_store
+
+    check_against_store(store, metrics)
+    (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
+    until = calendar.publishable_end("day", sync_horizon(store))
+    con = store.con
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUP_SCHEMA}")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {ROLLUPS} (name VARCHAR PRIMARY KEY, kpi VARCHAR, "
+        "dims VARCHAR, run_id INTEGER, built_at TIMESTAMP, seconds DOUBLE)"
+    )
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {STATES} (fact VARCHAR PRIMARY KEY, signature VARCHAR, "
+        "run_id INTEGER, until TIMESTAMP, built_at TIMESTAMP)"
+    )
+    done, logged = [], set()
+    for fact in metrics.facts.values():
+        if any(k.fact.name == fact.name for k in metrics.kpis.values()):
+            result = _refresh_fact(store, metrics, fact, run_id, until, full)
+            shape = incremental_shape(fact)
+            logged |= shape.names if isinstance(shape, Shape) else set()
+            done.append(result)
+            if on_fact:
+                on_fact(result)
+    with store.transaction() as tx:  # from now on the syncs keep what they replace
+        for table in sorted(logged):
+            start_change_log(tx, table)
+        for table in store.table_names():
+            trim_change_log(tx, table, run_id)
+    return done
+
+
+def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until: datetime,
+                  full: bool) -> FactRefresh:  # fmt: skip
+    started = time.perf_counter()
+    plan = plan_for(metrics, fact)
+    signature = _signature(metrics, fact)
+    since, until0, why = _incremental_from(store, metrics, fact, signature, full)
+    if until0 is not None and until < until0:
+        since, why = None, "the sync horizon went back"
+    timings: dict[str, float] = {}
+    with store.transaction() as con:
+        if since is None:
+            rows, days = _full(store, plan)
+        else:
+            rows, days = _incremental(store, plan, since, until0, until)  # type: ignore[arg-type]
+        timings["states"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        recount(con, plan, days, until)
+        timings["cells"] = time.perf_counter() - mark
+        _write_rollups(store, metrics, plan, days, run_id, timings)
+        con.execute(f"INSERT OR REPLACE INTO {STATES} VALUES (?, ?, ?, ?, now())",
+                    [fact.name, signature, run_id, until])  # fmt: skip
+        stats = read_stats(con, plan, until)
+        con.execute(f"DROP TABLE IF EXISTS {DELTA}")
+    mark, error = time.perf_counter(), ""
+    try:
+        pattern = pattern_from_stats(store, metrics, fact, stats, until)
+        save_pattern(store, pattern, run_id, time.perf_counter() - mark)
+    except ProtectionError as exc:  # no pattern kept: its answers are refused, as before
+        forget_pattern(store, fact)
+        error = exc.message
+    timings[f"pattern__{fact.name}"] = time.perf_counter() - mark
+    return FactRefresh(fact.name, "full" if since is None else "incremental",
+                       why if since is None else "", rows, None if days is None else len(days),
+                       time.perf_counter() - started, timings, error)  # fmt: skip
+
+
+def _signature(metrics: Metrics, fact: Fact) -> str:
+    """What the states depend on: the fact and its KPIs' definitions."""
+    kpis = sorted(repr((k.name, k.measure, k.population)) for k in metrics.kpis.values()
+                  if k.fact.name == fact.name)  # fmt: skip
+    text = repr((FORMAT, fact.sql, fact.time, fact.user, fact.dimensions, fact.rollups, kpis))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str,
+                      full: bool) -> tuple[int | None, datetime | None, str]:  # fmt: skip
+    """(the run the states are at, their horizon, "") when they can be brought forward,
+    else (None, None, why not)."""
+    if full:
+        return None, None, "asked for"
+    shape = incremental_shape(fact)
+    if not isinstance(shape, Shape):
+        return None, None, f"its SQL is not a select-project-join: {shape}"
+    if why := unsupported(metrics, fact):
+        return None, None, why
+    rows = store.rows(f"SELECT signature, run_id, until FROM {STATES} WHERE fact = ?", [fact.name])
+    if not rows:
+        return None, None, "no state yet (a first refresh, or the store was rewritten)"
+    if rows[0][0] != signature:
+        return None, None, "its definition changed"
+    logs = {t for (t,) in store.rows(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
+        "schema_name = ? AND starts_with(table_name, ?)", [META, BEFORE])}  # fmt: skip
+    if missing := sorted(t for t in shape.names if BEFORE + t not in logs):
+        return None, None, f"no change log for {', '.join(missing)}"
+    return int(rows[0][1]), rows[0][2], ""
+
+
+def _columns(plan: Plan) -> list[str]:
+    """The fact's columns the states read."""
+    import re
+
+    fact = plan.fact
+    names: list[str | None] = [fact.time, *fact.dimensions]
+    for fam in plan.families:
+        names += [fam.column, *fam.filters]
+    for column, where in plan.quantiles:
+        names += [column, where]
+    for sql in plan.counters:
+        names += [m.replace('""', '"') for m in re.findall(r'"((?:[^"]|"")*)"', sql)]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _full(store: Store, plan: Plan) -> tuple[int, None]:
+    """Empty states, then every row of the fact counted once."""
+    prefix = f"{KPI_STATE}{plan.fact.name}__"
+    for (name,) in store.rows(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
+        "schema_name = ? AND starts_with(table_name, ?)", [ROLLUP_SCHEMA, prefix]):  # fmt: skip
+        store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
+    cols = ", ".join(q(c) for c in _columns(plan))
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, 1::BIGINT AS "
+         f"{SIGN} FROM ({plan.fact.sql})")  # fmt: skip
+    for sql in ddl(plan, _types(store)):
+        store.con.execute(sql)
+    apply(store.con, plan, DELTA, _redo(store, plan))
+    return int(store.rows(f"SELECT COUNT(*) FROM {DELTA}")[0][0]), None
+
+
+def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
+                 until: datetime) -> tuple[int, list[datetime]]:  # fmt: skip
+    """The rows gained and lost since run ``since`` into the states; returns their number
+    and the days whose cells changed (with the days newly before the horizon)."""
+    shape = incremental_shape(plan.fact)
+    assert isinstance(shape, Shape)
+    changed = {t for t in shape.names if _changed(store, t, since)}
+    columns = {t: _stored_columns(store, t) for t in shape.names}
+    sql = delta_sql(plan.fact, shape, since, changed, columns)
+    if sql is None:
+        sql = f"SELECT *, 0::BIGINT AS {SIGN} FROM ({plan.fact.sql}) LIMIT 0"
+    cols = ", ".join(q(c) for c in _columns(plan))
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, SUM({SIGN})::"
+         f"BIGINT AS {SIGN} FROM ({sql}) GROUP BY ALL HAVING SUM({SIGN}) <> 0")  # fmt: skip
+    apply(store.con, plan, DELTA, _redo(store, plan))
+    t = q(plan.fact.time)
+    days = {d for (d,) in store.rows(f"SELECT DISTINCT date_trunc('day', {t}) FROM {DELTA}")}
+    day = until0
+    while day < until:  # their weeks and months now count more days
+        days.add(day)
+        day += timedelta(days=1)
+    (rows,) = store.rows(f"SELECT COALESCE(SUM(abs({SIGN})), 0) FROM {DELTA}")[0]
+    return int(rows), sorted(d for d in days if d is not None)
+
+
+def _redo(store: Store, plan: Plan) -> Callable[[str, str, datetime, datetime], str]:
+    """The fact's rows, now, of the people in an entities table, in [start, stop)."""
+
+    def rows(column: str, entities: str, start: datetime, stop: datetime) -> str:
+        cols = ", ".join(q(c) for c in _columns(plan))
+        t = q(plan.fact.time)
+        listed = [e for (e,) in store.rows(f"SELECT DISTINCT entity FROM {entities}")]
+        # a short list is pushed down to the tables' scans; a long one is a semi-join
+        among = (", ".join(_literal(e) for e in listed) if len(listed) <= 2000
+                 else f"SELECT entity FROM {entities}")  # fmt: skip
+        _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_redo AS SELECT {cols}, 1::BIGINT "
+             f"AS {SIGN} FROM ({plan.fact.sql}) WHERE {q(column)} IN ({among}) AND {t} >= ? "
+             f"AND {t} < ?", [start, stop])  # fmt: skip
+        return "vigie_redo"
+
+    return rows
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _types(store: Store) -> dict[str, str]:
+    return dict(store.rows(f"SELECT column_name, column_type FROM (DESCRIBE {DELTA})"))
+
+
+def _changed(store: Store, table: str, since: int) -> bool:
+    return bool(store.rows(
+        f"SELECT 1 FROM {q(table)} WHERE _vigie_run > ? UNION ALL SELECT 1 FROM "
+        f"{META}.{q(BEFORE + table)} WHERE {REPLACED_BY} > ? LIMIT 1", [since, since]))  # fmt: skip
+
+
+def _stored_columns(store: Store, table: str) -> list[str]:
+    return [c for (c,) in store.rows(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
+        "schema_name = 'main' AND table_name = ? ORDER BY column_index", [table])]  # fmt: skip
+
+
+def _run(store: Store, plan: Plan, sql: str, params: list[object] | None = None) -> None:
+    try:
+        store.con.execute(sql, params or [])
+    except duckdb.Error as exc:
+        raise UsageError(
+            f"Fact '{plan.fact.name}' cannot be refreshed: {str(exc).splitlines()[0]}",
+            hint=f"{plan.fact.where}: does the store hold the tables and columns its SQL reads?",
+        ) from None
+
+
+def _write_rollups(store: Store, metrics: Metrics, plan: Plan, days: list[datetime] | None,
+                   run_id: int, timings: dict[str, float]) -> None:  # fmt: skip
+    """Rewrite the rollups' rows of ``days`` (None: every day)."""
+    from vigie.kpi.engine import rollup_name
+
+    con = store.con
+    con.execute("CREATE OR REPLACE TEMP TABLE vigie_days (d TIMESTAMP)")
+    if days:
+        con.executemany("INSERT INTO vigie_days VALUES (?)", [[d] for d in days])
+    among = "period IN (SELECT d FROM vigie_days)"
+    types = _types(store)
+    for kpi in metrics.kpis.values():
+        if kpi.fact.name != plan.fact.name:
+            continue
+        for dims in plan.fact.rollups:
+            if isinstance(kpi.measure, ShareWithin) and kpi.measure.across not in dims:
+                continue
+            started = time.perf_counter()
+            name = rollup_name(kpi.name, dims)
+            table = f"{ROLLUP_SCHEMA}.{q(name)}"
+            if days is None or not store.rows(
+                "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND "
+                "schema_name = ? AND table_name = ?", [ROLLUP_SCHEMA, name]):  # fmt: skip
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS "
+                            f"{rollup_sql(plan, kpi, dims, 'true', types)}")  # fmt: skip
+            else:
+                con.execute(f"DELETE FROM {table} WHERE {among}")
+                con.execute(f"INSERT INTO {table} {rollup_sql(plan, kpi, dims, among, types)}")
+            seconds = time.perf_counter() - started
+            con.execute(f"INSERT OR REPLACE INTO {ROLLUPS} VALUES (?, ?, ?, ?, now(), ?)",
+                        [name, kpi.name, ",".join(dims), run_id, seconds])  # fmt: skip
+            timings[name] = seconds
+    con.execute("DROP TABLE vigie_days")
