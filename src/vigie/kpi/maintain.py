@@ -1,4 +1,5 @@
-"""Add a fact's signed rows to its states (``kpi.state``) and count the touched cells again."""
+"""Add a fact's signed rows to its states (``kpi.state``), and the people they add to or
+take from each cell to ``cells``: from the bits that changed, never a scan of a month."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from typing import Any
 from vigie.kpi import calendar
 from vigie.kpi.delta import SIGN
 from vigie.kpi.query import q
-from vigie.kpi.state import USER, Family, Plan, merge, when
+from vigie.kpi.state import USER, Family, Plan, merge, update_bits, when
 
-# A source of fact rows for some people in a time range (the refresh reads the fact).
-Redo = Callable[[str, str, datetime, datetime], str]  # (column, entities table, from, to)
+# The fact's rows now, for the entities of a table, in [start, stop): a table's name.
+Redo = Callable[[str, str, datetime, datetime], str]
 MONTH_BASE = "date_trunc('week', {m} + INTERVAL 3 DAY)"  # the Monday that starts month m
+CELL = ("grain", "period", "dim", "value")
 
 
-def apply(con: Any, plan: Plan, source: str, redo: Redo) -> None:
-    """Add ``source``'s rows (fact columns and ``SIGN``) to every state."""
+def apply(con: Any, plan: Plan, source: str, redo: Redo, until: datetime) -> None:
+    """Add ``source``'s rows (fact columns and ``SIGN``) to every state; people counted
+    per week and month are those with a row before ``until``."""
     t = q(plan.fact.time)
     sums = ", ".join(f"SUM({SIGN} * ({c}))::HUGEINT AS c{i}" for i, c in enumerate(plan.counters))
     counts = [f"c{i}" for i in range(len(plan.counters))]
@@ -25,21 +28,21 @@ def apply(con: Any, plan: Plan, source: str, redo: Redo) -> None:
              f"{sums} FROM {source} GROUP BY ALL"]  # fmt: skip
     parts += [f"SELECT 'day' AS grain, date_trunc('day', {t}) AS period, {_cell(d)}, {sums} "
               f"FROM {source} GROUP BY ALL" for d in plan.dims(True)]  # fmt: skip
-    merge(con, plan.table("cnt"), ("grain", "period", "dim", "value"), counts,
-          " UNION ALL ".join(parts), "+")  # fmt: skip
+    merge(con, plan.table("cnt"), CELL, counts, " UNION ALL ".join(parts))
     if plan.quantiles:
         parts = []
         for i, (column, where) in enumerate(plan.quantiles):
             held = f"{q(column)} IS NOT NULL" + (f" AND {q(where)}" if where else "")
             parts += [f"SELECT {i} AS q, date_trunc('day', {t}) AS period, {_cell(d)}, "
                       f"CAST({q(column)} AS DOUBLE) AS x, SUM({SIGN})::BIGINT AS n "
-                      f"FROM {source} WHERE {held} GROUP BY ALL" for d in plan.dims(False)]  # fmt: skip
+                      f"FROM {source} WHERE {held} GROUP BY ALL"
+                      for d in plan.dims(False)]  # fmt: skip
         merge(con, plan.table("hist"), ("q", "period", "dim", "value", "x"), ["n"],
-              " UNION ALL ".join(parts), "+")  # fmt: skip
+              " UNION ALL ".join(parts))  # fmt: skip
     for fam in plan.families:
-        _people(con, plan, fam, source, redo, hours=False)
+        _people(con, plan, fam, source, redo, until, hours=False)
         if fam.name == USER:
-            _people(con, plan, fam, source, redo, hours=True)
+            _people(con, plan, fam, source, redo, until, hours=True)
 
 
 def _cell(dim: str | None) -> str:
@@ -48,130 +51,125 @@ def _cell(dim: str | None) -> str:
     return f"'{dim}' AS dim, CAST({q(dim)} AS VARCHAR) AS value"
 
 
-def _people(con: Any, plan: Plan, fam: Family, source: str, redo: Redo, *, hours: bool) -> None:
+def _people(con: Any, plan: Plan, fam: Family, source: str, redo: Redo, until: datetime,
+            *, hours: bool) -> None:  # fmt: skip
     """The family's bits: set by rows gained; read again from the fact for the people who
-    lost rows in a period (a bit may still hold by another row)."""
+    lost rows in a period (a bit may still hold by another row); then the cells."""
     t, entity = q(plan.fact.time), q(fam.column)
     table = plan.table("ph" if hours else f"pm_{fam.name}")
-    period = "date_trunc('day', {t})" if hours else calendar.period_sql("month", "{t}")
-    period = period.format(t=t)
+    period = f"date_trunc('day', {t})" if hours else calendar.period_sql("month", t)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE vigie_lost AS SELECT DISTINCT {period} AS period, "
         f"{entity} AS entity FROM {source} WHERE {SIGN} < 0 AND {entity} IS NOT NULL"
     )
     keys = ("period", "entity") if hours else ("period", "dim", "value", "entity")
     bits = [f"b{i}" for i in range(len(fam.filters))]
-    lost = (f"EXISTS (SELECT 1 FROM vigie_lost l WHERE l.period = {period} "
-            f"AND l.entity = {entity})")  # fmt: skip
+    lost = f"EXISTS (SELECT 1 FROM vigie_lost l WHERE l.period = {period} AND l.entity = {entity})"
     gained = _bits_sql(plan, fam, source, hours, f"{SIGN} > 0 AND NOT {lost}")
-    (n, start, end) = con.execute("SELECT COUNT(*), MIN(period), MAX(period) FROM vigie_lost").fetchone()
-    if n:
-        con.execute(
-            f"DELETE FROM {table} WHERE rowid IN (SELECT p.rowid FROM {table} p JOIN vigie_lost l "
-            "ON p.period = l.period AND p.entity = l.entity)"
-        )
-        stop = end + timedelta(days=1) if hours else calendar.first_week(calendar.next_month(end))
-        rows = redo(fam.column, "vigie_lost", _first_day(start, hours), stop)
-        again = _bits_sql(plan, fam, rows, hours, lost, signed=False)
-        nonzero = " OR ".join(f"{b} <> 0" for b in bits)
-        con.execute(f"INSERT INTO {table} SELECT * FROM ({again}) WHERE {nonzero}")
-    merge(con, table, keys, bits, gained, "|")
+    row = con.execute("SELECT COUNT(*), MIN(period), MAX(period) FROM vigie_lost").fetchone()
+    again = None
+    if row[0]:
+        end = row[2] + timedelta(days=1) if hours else calendar.first_week(calendar.next_month(row[2]))
+        start = row[1] if hours else calendar.first_week(row[1])
+        again = _bits_sql(plan, fam, redo(fam.column, "vigie_lost", start, end), hours, lost)
+    update_bits(con, table, keys, bits, gained, "vigie_lost" if row[0] else None, again)
+    _moved_cells(con, plan, fam, hours, until)
+    con.execute("DROP TABLE vigie_moved")
     con.execute("DROP TABLE vigie_lost")
 
 
-def _first_day(period: datetime, hours: bool) -> datetime:
-    return period if hours else calendar.first_week(period)
-
-
-def _bits_sql(plan: Plan, fam: Family, source: str, hours: bool, where: str,
-              signed: bool = True) -> str:  # fmt: skip
+def _bits_sql(plan: Plan, fam: Family, source: str, hours: bool, where: str) -> str:
     """One row per key of ``source``'s rows that ``where`` selects: the bit of each row's
     day in its month (its hour in its day), or-ed per filter."""
     t, entity = q(plan.fact.time), q(fam.column)
     if hours:
         period, bit = f"date_trunc('day', {t})", f"hour({t})"
     else:
-        month = calendar.period_sql("month", t)
-        period = month
-        bit = f"date_diff('day', {MONTH_BASE.format(m=month)}, date_trunc('day', {t}))"
+        period = calendar.period_sql("month", t)
+        bit = f"date_diff('day', {MONTH_BASE.format(m=period)}, date_trunc('day', {t}))"
     ors = ", ".join(f"bit_or(CASE WHEN {when(f)} = 1 THEN 1::BIGINT << {bit} ELSE 0 END) AS b{i}"
                     for i, f in enumerate(fam.filters))  # fmt: skip
     held = f"{entity} IS NOT NULL AND {where}"
-    if hours:
-        return f"SELECT {period} AS period, {entity} AS entity, {ors} FROM {source} WHERE {held} GROUP BY ALL"
-    dims = plan.dims(fam.every_dim)
+    dims = [None] if hours else plan.dims(fam.every_dim)
     return " UNION ALL ".join(
-        f"SELECT {period} AS period, {_cell(d)}, {entity} AS entity, {ors} FROM {source} "
-        f"WHERE {held} GROUP BY ALL" for d in dims
+        f"SELECT {period} AS period, {'' if hours else _cell(d) + ', '}{entity} AS entity, "
+        f"{ors} FROM {source} WHERE {held} GROUP BY ALL" for d in dims
     )
 
 
-# -- counting the touched cells again -------------------------------------------------------
+def _moved_cells(con: Any, plan: Plan, fam: Family, hours: bool, until: datetime) -> None:
+    """The people ``vigie_moved`` (old and new bits per key) adds to or takes from each
+    cell: per day (per hour), and for the person, per week and month before ``until``."""
+    n = len(fam.filters)
+    ks = [fam.k(i) for i in range(n)]
+
+    def flips(bit: str) -> str:
+        return ", ".join(f"SUM((((n{i} >> {bit}) & 1) - ((o{i} >> {bit}) & 1))::BIGINT) AS {k}"
+                         for i, k in enumerate(ks))  # fmt: skip
+
+    changed = " OR ".join(f"((xor(o{i}, n{i}) >> r.i) & 1) = 1" for i in range(n))
+    if hours:
+        parts = [f"SELECT 'hour' AS grain, period + to_hours(r.i) AS period, NULL::VARCHAR AS "
+                 f"dim, NULL::VARCHAR AS value, {flips('r.i')} FROM vigie_moved, range(24) r(i) "
+                 f"WHERE {changed} GROUP BY ALL"]  # fmt: skip
+    else:
+        base = MONTH_BASE.format(m="period")
+        parts = [f"SELECT 'day' AS grain, {base} + to_days(r.i::INTEGER) AS period, dim, value, "
+                 f"{flips('r.i')} FROM vigie_moved, range(35) r(i) WHERE {changed} GROUP BY ALL"]  # fmt: skip
+        if fam.name == USER:
+            until_bits = (f"((1::BIGINT << least(62, greatest(0, date_diff('day', {base}, "
+                          f"TIMESTAMP '{until.isoformat(sep=' ')}')))) - 1)")  # fmt: skip
+            parts.append(_masked("week", f"{base} + to_days((7 * r.i)::INTEGER)",
+                                 f"(127::BIGINT << (7 * r.i)) & {until_bits}", ks,
+                                 "vigie_moved, range(5) r(i)"))  # fmt: skip
+            parts.append(_masked("month", "period", until_bits, ks, "vigie_moved"))
+    merge(con, plan.table("cells"), CELL, ks, " UNION ALL ".join(parts), drop_zero=False)
 
 
-def recount(con: Any, plan: Plan, days: list[datetime] | None, until: datetime) -> None:
-    """Rewrite ``cells`` for the periods holding one of ``days`` (None: every period):
-    people per day cell, per hour, and per week and month cell before ``until``."""
-    if days is None:
-        days = [d for (d,) in con.execute(
-            f"SELECT DISTINCT period FROM {plan.table('cnt')} WHERE grain = 'day'").fetchall()]  # fmt: skip
-    days = sorted(set(days))
-    weeks = sorted({calendar.week_of(d) for d in days})
-    months = sorted({calendar.month_of_week(w) for w in weeks})
-    _periods(con, "vigie_tdays", [(d, calendar.month_of_week(calendar.week_of(d)),
-                                  (d - calendar.first_week(calendar.month_of_week(calendar.week_of(d)))).days)
-                                 for d in days])  # fmt: skip
-    _periods(con, "vigie_weeks", [(w, calendar.month_of_week(w), _week_mask(w, until)) for w in weeks])
-    _periods(con, "vigie_months", [(m, m, _until_mask(m, until)) for m in months])
-    table = plan.table("cells")
+def _masked(grain: str, period: str, mask: str, ks: list[str], source: str) -> str:
+    counts = ", ".join(f"SUM(((n{i} & {mask}) <> 0)::BIGINT - ((o{i} & {mask}) <> 0)::BIGINT) "
+                       f"AS {k}" for i, k in enumerate(ks))  # fmt: skip
+    return (f"SELECT '{grain}' AS grain, {period} AS period, dim, value, {counts} FROM {source} "
+            "GROUP BY ALL")  # fmt: skip
+
+
+def recount_published(con: Any, plan: Plan, start: datetime, until: datetime) -> None:
+    """Days in [start, until) were published since the last refresh: the people of the
+    weeks and months holding them are counted again over their days before ``until``."""
+    months = sorted({calendar.month_of_week(calendar.week_of(start + timedelta(days=i)))
+                     for i in range((until - start).days)})  # fmt: skip
+    if not months:
+        return
+    fam = plan.families[0]
+    among = ", ".join(f"TIMESTAMP '{m.isoformat(sep=' ')}'" for m in months)
+    weeks = ", ".join(f"TIMESTAMP '{w.isoformat(sep=' ')}'" for m in months
+                      for w in _weeks_of(m))  # fmt: skip
+    cells = plan.table("cells")
+    con.execute(f"DELETE FROM {cells} WHERE (grain = 'month' AND period IN ({among})) OR "
+                f"(grain = 'week' AND period IN ({weeks}))")  # fmt: skip
+    n = len(fam.filters)
     con.execute(
-        f"DELETE FROM {table} WHERE (grain = 'day' AND period IN (SELECT p FROM vigie_tdays)) "
-        "OR (grain = 'hour' AND date_trunc('day', period) IN (SELECT p FROM vigie_tdays)) "
-        "OR (grain = 'week' AND period IN (SELECT p FROM vigie_weeks)) "
-        "OR (grain = 'month' AND period IN (SELECT p FROM vigie_months))"
-    )
-    parts = []
-    for fam in plan.families:
-        day = ", ".join(f"COUNT(*) FILTER (WHERE (x.b{i} >> t.a) & 1 = 1)" for i in range(len(fam.filters)))
-        parts.append(_wide(plan, fam, "'day'", f"t.p, x.dim, x.value, {day}",
-                           f"{plan.table(f'pm_{fam.name}')} x JOIN vigie_tdays t ON x.period = t.m"))  # fmt: skip
-    person = plan.families[0]
-    masked = ", ".join(f"COUNT(*) FILTER (WHERE x.b{i} & t.a <> 0)" for i in range(len(person.filters)))
-    for grain, periods in (("week", "vigie_weeks"), ("month", "vigie_months")):
-        parts.append(_wide(plan, person, f"'{grain}'", f"t.p, x.dim, x.value, {masked}",
-                           f"{plan.table('pm_' + USER)} x JOIN {periods} t ON x.period = t.m"))  # fmt: skip
-    hourly = ", ".join(f"COUNT(*) FILTER (WHERE (x.b{i} >> r.h) & 1 = 1)"
-                       for i in range(len(person.filters)))  # fmt: skip
-    parts.append(_wide(plan, person, "'hour'", "x.period + to_hours(r.h), NULL::VARCHAR, "
-                       f"NULL::VARCHAR, {hourly}", f"{plan.table('ph')} x CROSS JOIN range(24) "
-                       "r(h) WHERE x.period IN (SELECT p FROM vigie_tdays)"))  # fmt: skip
-    union = " UNION ALL BY NAME ".join(f"({part})" for part in parts)
-    ks = ", ".join(f"MAX({k}) AS {k}" for k in plan.ks)
-    con.execute(f"INSERT INTO {table} BY NAME SELECT grain, period, dim, value, {ks} "
-                f"FROM ({union}) GROUP BY ALL")  # fmt: skip
-    for name in ("vigie_tdays", "vigie_weeks", "vigie_months"):
-        con.execute(f"DROP TABLE {name}")
+        f"CREATE OR REPLACE TEMP TABLE vigie_moved AS SELECT period, dim, value, "
+        + ", ".join(f"0::BIGINT AS o{i}, b{i} AS n{i}" for i in range(n))
+        + f" FROM {plan.table('pm_' + USER)} WHERE period IN ({among})"
+    )  # fmt: skip
+    ks = [fam.k(i) for i in range(n)]
+    base = MONTH_BASE.format(m="period")
+    until_bits = (f"((1::BIGINT << least(62, greatest(0, date_diff('day', {base}, "
+                  f"TIMESTAMP '{until.isoformat(sep=' ')}')))) - 1)")  # fmt: skip
+    parts = [_masked("week", f"{base} + to_days((7 * r.i)::INTEGER)",
+                     f"(127::BIGINT << (7 * r.i)) & {until_bits}", ks, "vigie_moved, range(5) r(i)"),
+             _masked("month", "period", until_bits, ks, "vigie_moved")]  # fmt: skip
+    merge(con, cells, CELL, ks, " UNION ALL ".join(parts), drop_zero=False)
+    con.execute("DROP TABLE vigie_moved")
 
 
-def _wide(plan: Plan, fam: Family, grain: str, select: str, source: str) -> str:
-    """``select`` (period, dim, value, one count per filter) named as ``cells`` columns."""
-    names = ", ".join(fam.k(i) for i in range(len(fam.filters)))
-    return (f"SELECT {grain} AS grain, * FROM (SELECT {select} FROM {source} GROUP BY ALL) "
-            f"AS s(period, dim, value, {names})")  # fmt: skip
+def _weeks_of(month: datetime) -> list[datetime]:
+    first, stop = calendar.first_week(month), calendar.first_week(calendar.next_month(month))
+    return [first + timedelta(days=7 * i) for i in range((stop - first).days // 7)]
 
 
-def _periods(con: Any, name: str, rows: list[tuple[datetime, datetime, int]]) -> None:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (p TIMESTAMP, m TIMESTAMP, a BIGINT)")
-    if rows:
-        con.executemany(f"INSERT INTO {name} VALUES (?, ?, ?)", [list(r) for r in rows])
-
-
-def _until_mask(month: datetime, until: datetime) -> int:
-    """Bits of the month's days before ``until``."""
+def until_mask(month: datetime, until: datetime) -> int:
+    """Bits of the month's days before ``until`` (as the SQL above computes them)."""
     days = max(0, min(62, (until - calendar.first_week(month)).days))
     return (1 << days) - 1
-
-
-def _week_mask(week: datetime, until: datetime) -> int:
-    month = calendar.month_of_week(week)
-    return (127 << (week - calendar.first_week(month)).days) & _until_mask(month, until)

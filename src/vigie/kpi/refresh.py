@@ -27,7 +27,7 @@ from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape
 from vigie.kpi.fromstate import read_stats, rollup_sql
-from vigie.kpi.maintain import apply, recount
+from vigie.kpi.maintain import apply, recount_published
 from vigie.kpi.model import Fact, Metrics, ShareWithin
 from vigie.kpi.patterns import forget_pattern, pattern_from_stats, save_pattern, sync_horizon
 from vigie.kpi.protect import ProtectionError
@@ -47,6 +47,7 @@ from vigie.stores.meta import (
 STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
+NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated whole
 FORMAT = 1  # of the states: a state of another format is rebuilt
 
 
@@ -110,18 +111,16 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
     timings: dict[str, float] = {}
     with store.transaction() as con:
         if since is None:
-            rows, days = _full(store, plan)
+            rows, days = _full(store, plan, until), None
         else:
             rows, days = _incremental(store, plan, since, until0, until)  # type: ignore[arg-type]
         timings["states"] = time.perf_counter() - started
-        mark = time.perf_counter()
-        recount(con, plan, days, until)
-        timings["cells"] = time.perf_counter() - mark
         _write_rollups(store, metrics, plan, days, run_id, timings)
         con.execute(f"INSERT OR REPLACE INTO {STATES} VALUES (?, ?, ?, ?, now())",
                     [fact.name, signature, run_id, until])  # fmt: skip
         stats = read_stats(con, plan, until)
-        con.execute(f"DROP TABLE IF EXISTS {DELTA}")
+        for name in (DELTA, NOW):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
     mark, error = time.perf_counter(), ""
     try:
         pattern = pattern_from_stats(store, metrics, fact, stats, until)
@@ -130,7 +129,8 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
         forget_pattern(store, fact)
         error = exc.message
     timings[f"pattern__{fact.name}"] = time.perf_counter() - mark
-    return FactRefresh(fact.name, "full" if since is None else "incremental",
+    mode = "full" if since is None else "incremental" if _is_spj(fact) else "difference"
+    return FactRefresh(fact.name, mode,
                        why if since is None else "", rows, None if days is None else len(days),
                        time.perf_counter() - started, timings, error)  # fmt: skip
 
@@ -149,9 +149,6 @@ def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str
     else (None, None, why not)."""
     if full:
         return None, None, "asked for"
-    shape = incremental_shape(fact)
-    if not isinstance(shape, Shape):
-        return None, None, f"its SQL is not a select-project-join: {shape}"
     if why := unsupported(metrics, fact):
         return None, None, why
     rows = store.rows(f"SELECT signature, run_id, until FROM {STATES} WHERE fact = ?", [fact.name])
@@ -162,7 +159,9 @@ def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str
     logs = {t for (t,) in store.rows(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
         "schema_name = ? AND starts_with(table_name, ?)", [META, BEFORE])}  # fmt: skip
-    if missing := sorted(t for t in shape.names if BEFORE + t not in logs):
+    shape = incremental_shape(fact)
+    names = shape.names if isinstance(shape, Shape) else frozenset()
+    if missing := sorted(t for t in names if BEFORE + t not in logs):
         return None, None, f"no change log for {', '.join(missing)}"
     return int(rows[0][1]), rows[0][2], ""
 
@@ -182,7 +181,7 @@ def _columns(plan: Plan) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def _full(store: Store, plan: Plan) -> tuple[int, None]:
+def _full(store: Store, plan: Plan, until: datetime) -> int:
     """Empty states, then every row of the fact counted once."""
     prefix = f"{KPI_STATE}{plan.fact.name}__"
     for (name,) in store.rows(
@@ -194,47 +193,63 @@ def _full(store: Store, plan: Plan) -> tuple[int, None]:
          f"{SIGN} FROM ({plan.fact.sql})")  # fmt: skip
     for sql in ddl(plan, _types(store)):
         store.con.execute(sql)
-    apply(store.con, plan, DELTA, _redo(store, plan))
-    return int(store.rows(f"SELECT COUNT(*) FROM {DELTA}")[0][0]), None
+    if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
+        store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {cols} FROM {DELTA}")
+    apply(store.con, plan, DELTA, _redo(store, plan, None), until)
+    return int(store.rows(f"SELECT COUNT(*) FROM {DELTA}")[0][0])
+
+
+def _is_spj(fact: Fact) -> bool:
+    return isinstance(incremental_shape(fact), Shape)
 
 
 def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
                  until: datetime) -> tuple[int, list[datetime]]:  # fmt: skip
     """The rows gained and lost since run ``since`` into the states; returns their number
-    and the days whose cells changed (with the days newly before the horizon)."""
-    shape = incremental_shape(plan.fact)
-    assert isinstance(shape, Shape)
-    changed = {t for t in shape.names if _changed(store, t, since)}
-    columns = {t: _stored_columns(store, t) for t in shape.names}
-    sql = delta_sql(plan.fact, shape, since, changed, columns)
-    if sql is None:
-        sql = f"SELECT *, 0::BIGINT AS {SIGN} FROM ({plan.fact.sql}) LIMIT 0"
+    and the days whose cells changed."""
     cols = ", ".join(q(c) for c in _columns(plan))
+    shape = incremental_shape(plan.fact)
+    if isinstance(shape, Shape):
+        changed = {t for t in shape.names if _changed(store, t, since)}
+        columns = {t: _stored_columns(store, t) for t in shape.names}
+        sql = delta_sql(plan.fact, shape, since, changed, columns)
+        if sql is None:
+            sql = f"SELECT *, 0::BIGINT AS {SIGN} FROM ({plan.fact.sql}) LIMIT 0"
+        now = None
+    else:  # evaluated whole, and compared with the rows kept last time
+        _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {NOW} AS SELECT {cols} FROM "
+             f"({plan.fact.sql})")  # fmt: skip
+        kept = plan.table("rows")
+        sql = (f"SELECT *, 1::BIGINT AS {SIGN} FROM {NOW} UNION ALL SELECT *, -1::BIGINT "
+               f"FROM {kept}")  # fmt: skip
+        now = NOW
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, SUM({SIGN})::"
          f"BIGINT AS {SIGN} FROM ({sql}) GROUP BY ALL HAVING SUM({SIGN}) <> 0")  # fmt: skip
-    apply(store.con, plan, DELTA, _redo(store, plan))
+    if now:
+        store.con.execute(f"CREATE OR REPLACE TABLE {plan.table('rows')} AS SELECT * FROM {NOW}")
+    apply(store.con, plan, DELTA, _redo(store, plan, now), until)
+    if until > until0:
+        recount_published(store.con, plan, until0, until)
     t = q(plan.fact.time)
     days = {d for (d,) in store.rows(f"SELECT DISTINCT date_trunc('day', {t}) FROM {DELTA}")}
-    day = until0
-    while day < until:  # their weeks and months now count more days
-        days.add(day)
-        day += timedelta(days=1)
     (rows,) = store.rows(f"SELECT COALESCE(SUM(abs({SIGN})), 0) FROM {DELTA}")[0]
     return int(rows), sorted(d for d in days if d is not None)
 
 
-def _redo(store: Store, plan: Plan) -> Callable[[str, str, datetime, datetime], str]:
-    """The fact's rows, now, of the people in an entities table, in [start, stop)."""
+def _redo(store: Store, plan: Plan, now: str | None) -> Callable[[str, str, datetime, datetime], str]:
+    """The fact's rows, now, of the entities in a table, in [start, stop): from ``now``
+    (the fact evaluated whole) or from the fact's SQL, which a short list of entities is
+    pushed down into (a long one is a semi-join)."""
 
     def rows(column: str, entities: str, start: datetime, stop: datetime) -> str:
         cols = ", ".join(q(c) for c in _columns(plan))
         t = q(plan.fact.time)
         listed = [e for (e,) in store.rows(f"SELECT DISTINCT entity FROM {entities}")]
-        # a short list is pushed down to the tables' scans; a long one is a semi-join
         among = (", ".join(_literal(e) for e in listed) if len(listed) <= 2000
                  else f"SELECT entity FROM {entities}")  # fmt: skip
+        source = now or f"({plan.fact.sql})"
         _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_redo AS SELECT {cols}, 1::BIGINT "
-             f"AS {SIGN} FROM ({plan.fact.sql}) WHERE {q(column)} IN ({among}) AND {t} >= ? "
+             f"AS {SIGN} FROM {source} WHERE {q(column)} IN ({among}) AND {t} >= ? "
              f"AND {t} < ?", [start, stop])  # fmt: skip
         return "vigie_redo"
 

@@ -162,26 +162,59 @@ def ddl(plan: Plan, types: dict[str, str]) -> list[str]:
 
 
 def merge(con: Any, table: str, keys: tuple[str, ...], values: list[str], delta: str,
-          op: str) -> None:  # fmt: skip
-    """Combine ``delta`` (SQL: ``keys`` then ``values``, one row per key) into ``table``
-    with ``op`` ("+": sums, "|": bits); a key whose values all come to zero goes. Rows
-    that change are deleted and appended again (DuckDB appends and deletes cheaply;
-    updates in place rewrite whole row groups)."""
+          *, drop_zero: bool = True) -> None:  # fmt: skip
+    """Add ``delta`` (SQL: ``keys`` then some of the table's ``values``, one row per key)
+    to ``table``; with ``drop_zero``, a key whose values all come to zero goes. Rows that
+    change are deleted and appended again (DuckDB appends and deletes cheaply; updates in
+    place rewrite whole row groups)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_add AS {delta}")
     on = " AND ".join(f"t.{k} IS NOT DISTINCT FROM a.{k}" for k in keys)
-    combined = ", ".join(f"t.{v} {op} a.{v} AS {v}" for v in values)
+    summed = ", ".join(f"COALESCE(t.{v}, 0) + a.{v} AS {v}" for v in values)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE vigie_hit AS SELECT t.rowid AS _rid, "
-        f"{', '.join('a.' + k for k in keys)}, {combined} FROM {table} t JOIN vigie_add a ON {on}"
+        f"CREATE OR REPLACE TEMP TABLE vigie_hit AS SELECT t.rowid AS _rid, t.* REPLACE "
+        f"({summed}) FROM {table} t JOIN vigie_add a ON {on}"
     )
     con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT _rid FROM vigie_hit)")
-    cols = ", ".join([*keys, *values])
-    nonzero = " OR ".join(f"{v} <> 0" for v in values)
+    nonzero = " OR ".join(f"{v} <> 0" for v in values) if drop_zero else "true"
     fresh = " AND ".join(f"h.{k} IS NOT DISTINCT FROM a.{k}" for k in keys)
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (_rid) FROM vigie_hit WHERE {nonzero}")
     con.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM vigie_hit WHERE {nonzero} UNION ALL "
-        f"SELECT {cols} FROM vigie_add a WHERE ({nonzero}) AND NOT EXISTS "
+        f"INSERT INTO {table} BY NAME SELECT * FROM vigie_add a WHERE ({nonzero}) AND NOT EXISTS "
         f"(SELECT 1 FROM vigie_hit h WHERE {fresh})"
     )
     con.execute("DROP TABLE vigie_hit")
     con.execute("DROP TABLE vigie_add")
+
+
+def update_bits(con: Any, table: str, keys: tuple[str, ...], bits: list[str], gained: str,
+                lost: str | None, again: str | None) -> None:  # fmt: skip
+    """Or the ``gained`` bits (SQL: ``keys``, ``bits``) into ``table``; the keys of the
+    (period, entity) pairs in table ``lost`` are replaced by their rows in ``again``.
+    Leaves ``vigie_moved``: every key whose bits changed, old (o<i>) and new (n<i>)."""
+    on = " AND ".join(f"t.{k} IS NOT DISTINCT FROM a.{k}" for k in keys)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_add AS {gained}")
+    old = f"SELECT t.rowid AS _rid, t.* FROM {table} t SEMI JOIN vigie_add a ON {on}"
+    if lost:
+        old += (f" UNION SELECT t.rowid AS _rid, t.* FROM {table} t SEMI JOIN {lost} l "
+                "ON t.period = l.period AND t.entity = l.entity")  # fmt: skip
+    con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_old AS {old}")
+    ored = ", ".join(f"COALESCE(t.{b}, 0) | a.{b} AS {b}" for b in bits)
+    new = (f"SELECT {', '.join('a.' + k for k in keys)}, {ored} FROM vigie_add a "
+           f"LEFT JOIN vigie_old t ON {on}")  # fmt: skip
+    if again:
+        new += f" UNION ALL SELECT {', '.join([*keys, *bits])} FROM ({again})"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_new AS {new}")
+    match = " AND ".join(f"o.{k} IS NOT DISTINCT FROM n.{k}" for k in keys)
+    pick = ", ".join(f"COALESCE(n.{k}, o.{k}) AS {k}" for k in keys)
+    pairs = ", ".join(f"COALESCE(o.{b}, 0) AS o{i}, COALESCE(n.{b}, 0) AS n{i}"
+                      for i, b in enumerate(bits))  # fmt: skip
+    moved = " OR ".join(f"COALESCE(o.{b}, 0) <> COALESCE(n.{b}, 0)" for b in bits)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE vigie_moved AS SELECT {pick}, {pairs} FROM vigie_old o "
+        f"FULL OUTER JOIN vigie_new n ON {match} WHERE {moved}"
+    )
+    con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT _rid FROM vigie_old)")
+    nonzero = " OR ".join(f"{b} <> 0" for b in bits)
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM vigie_new WHERE {nonzero}")
+    for name in ("vigie_add", "vigie_old", "vigie_new"):
+        con.execute(f"DROP TABLE {name}")
