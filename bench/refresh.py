@@ -108,7 +108,7 @@ def main() -> None:
     print(f"full rebuild of the final state: {full} s; refresh after a tick: "
           f"{', '.join(f'{x:.1%}' for x in shares)} of it; cold incremental sync: "
           f"{', '.join(f'{x:.1%}' for x in syncs)} of the full sync; identical: "
-          f"{results['identical_to_full_rebuild']}{' ' + str(differ) if differ else ''}")  # fmt: skip
+          f"{results['identical_to_full_rebuild']} {differ or ''}")  # fmt: skip
     shutil.rmtree(work / "store", ignore_errors=True)
 
 

@@ -57,11 +57,10 @@ def kept(s: Store) -> tuple[dict[str, list[str]], dict[str, object]]:
         name: sorted(map(repr, s.rows(f'SELECT * FROM _vigie_kpi."{name}"')))
         for name in reference_names()
     }
-    patterns = {
-        name: {(g, p, d, v): r for g, p, d, v, r in
-               s.rows(f'SELECT * FROM _vigie_kpi."pattern__{name}"')}  # fmt: skip
-        for name in METRICS.facts
-    }
+    patterns = {}
+    for name in METRICS.facts:
+        rows = s.rows(f'SELECT * FROM _vigie_kpi."pattern__{name}"')
+        patterns[name] = {(g, p, d, v): r for g, p, d, v, r in rows}
     return rollups, patterns  # type: ignore[return-value]
 
 
@@ -240,14 +239,25 @@ def test_a_row_changed_only_where_the_fact_does_not_read_costs_nothing(fleet):
 @pytest.mark.parametrize(
     ("sql", "why"),
     [
-        ("SELECT COUNT(*) AS n, e.ts AS time, d.user_id FROM connection_events e "
-         "JOIN devices d ON d.id = e.device_id GROUP BY ALL", "it uses GROUP BY"),
-        ("SELECT e.ts AS time, d.user_id FROM connection_events e LEFT JOIN devices d "
-         "ON d.id = e.device_id", "not an inner join"),
-        ("WITH x AS (SELECT * FROM devices) SELECT activated_at AS time, user_id FROM x",
-         "it uses WITH"),
-        ("SELECT e.ts AS time, d.user_id FROM connection_events e JOIN devices d ON d.id = "
-         "e.device_id WHERE e.device_id IN (SELECT id FROM devices)", "subquery"),
+        (
+            "SELECT COUNT(*) AS n, e.ts AS time, d.user_id FROM connection_events e "
+            "JOIN devices d ON d.id = e.device_id GROUP BY ALL",
+            "it uses GROUP BY",
+        ),
+        (
+            "SELECT e.ts AS time, d.user_id FROM connection_events e LEFT JOIN devices d "
+            "ON d.id = e.device_id",
+            "not an inner join",
+        ),
+        (
+            "WITH x AS (SELECT * FROM devices) SELECT activated_at AS time, user_id FROM x",
+            "it uses WITH",
+        ),
+        (
+            "SELECT e.ts AS time, d.user_id FROM connection_events e JOIN devices d ON d.id = "
+            "e.device_id WHERE e.device_id IN (SELECT id FROM devices)",
+            "subquery",
+        ),
         ("SELECT now() AS time, d.user_id FROM devices d", "changes by itself"),
     ],
 )

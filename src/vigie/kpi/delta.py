@@ -149,9 +149,8 @@ def delta_sql(fact: Fact, shape: Shape, since: int, changed: set[str],
 
 def _table_nodes(query: exp.Select) -> list[exp.Table]:
     from_ = query.args.get("from") or query.args.get("from_")
-    nodes = [from_.this]
-    nodes += [j.this for j in query.args.get("joins") or []]
-    return nodes
+    assert from_ is not None  # a select-project-join reads a table
+    return [from_.this, *(j.this for j in query.args.get("joins") or [])]
 
 
 def _read(shape: Shape, alias: str, stored: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from vigie.kpi import calendar
-from vigie.kpi.model import Count, CountDistinct, Kpi, Quantile, Ratio, ShareWithin, Simple
+from vigie.kpi.model import Count, CountDistinct, Grain, Kpi, Quantile, Ratio, ShareWithin, Simple
 from vigie.kpi.protect import Key, Stats
 from vigie.kpi.query import q
 from vigie.kpi.state import Plan, when
@@ -88,10 +88,11 @@ def read_stats(con: Any, plan: Plan, until: datetime) -> dict[Key, Stats]:
     on = ("k.grain = c.grain AND k.period = c.period AND k.dim IS NOT DISTINCT FROM c.dim "
           "AND k.value IS NOT DISTINCT FROM c.value")  # fmt: skip
     cnt, cells = plan.table("cnt"), plan.table("cells")
+    grains: tuple[Grain, ...] = ("week", "month")
     coarse = " UNION ALL ".join(
-        f"SELECT '{g}' AS grain, {calendar.period_sql(g, 'period')} AS period, dim, value, "  # type: ignore[arg-type]
+        f"SELECT '{g}' AS grain, {calendar.period_sql(g, 'period')} AS period, dim, value, "
         f"{sums} FROM {cnt} WHERE grain = 'day' AND period < $1 GROUP BY ALL"
-        for g in ("week", "month")
+        for g in grains
     )
     kept = ", ".join(f"c{j}" for j in sorted({0, *plan.supports}))
     sql = (

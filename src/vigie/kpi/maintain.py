@@ -18,22 +18,31 @@ MONTH_BASE = "date_trunc('week', {m} + INTERVAL 3 DAY)"  # the Monday that start
 CELL = ("grain", "period", "dim", "value")
 
 
+def derived(time: str) -> str:
+    """The columns every source of signed rows carries besides the fact's, computed once:
+    hour, day, month (of the nested calendar), day in the month, hour in the day."""
+    t = q(time)
+    month = calendar.period_sql("month", t)
+    return (f"date_trunc('hour', {t}) AS _vh, date_trunc('day', {t}) AS _vd, {month} AS _vm, "
+            f"date_diff('day', {MONTH_BASE.format(m=month)}, date_trunc('day', {t})) AS _vi, "
+            f"hour({t}) AS _vhh")  # fmt: skip
+
+
 def apply(con: Any, plan: Plan, source: str, redo: Redo, until: datetime) -> None:
     """Add ``source``'s rows (fact columns and ``SIGN``) to every state; people counted
     per week and month are those with a row before ``until``."""
-    t = q(plan.fact.time)
     sums = ", ".join(f"SUM({SIGN} * ({c}))::HUGEINT AS c{i}" for i, c in enumerate(plan.counters))
     counts = [f"c{i}" for i in range(len(plan.counters))]
-    parts = [f"SELECT 'hour' AS grain, date_trunc('hour', {t}) AS period, {_cell(None)}, "
+    parts = [f"SELECT 'hour' AS grain, _vh AS period, {_cell(None)}, "
              f"{sums} FROM {source} GROUP BY ALL"]  # fmt: skip
-    parts += [f"SELECT 'day' AS grain, date_trunc('day', {t}) AS period, {_cell(d)}, {sums} "
+    parts += [f"SELECT 'day' AS grain, _vd AS period, {_cell(d)}, {sums} "
               f"FROM {source} GROUP BY ALL" for d in plan.dims(True)]  # fmt: skip
     merge(con, plan.table("cnt"), CELL, counts, " UNION ALL ".join(parts))
     if plan.quantiles:
         parts = []
         for i, (column, where) in enumerate(plan.quantiles):
             held = f"{q(column)} IS NOT NULL" + (f" AND {q(where)}" if where else "")
-            parts += [f"SELECT {i} AS q, date_trunc('day', {t}) AS period, {_cell(d)}, "
+            parts += [f"SELECT {i} AS q, _vd AS period, {_cell(d)}, "
                       f"CAST({q(column)} AS DOUBLE) AS x, SUM({SIGN})::BIGINT AS n "
                       f"FROM {source} WHERE {held} GROUP BY ALL"
                       for d in plan.dims(False)]  # fmt: skip
@@ -55,9 +64,9 @@ def _people(con: Any, plan: Plan, fam: Family, source: str, redo: Redo, until: d
             *, hours: bool) -> None:  # fmt: skip
     """The family's bits: set by rows gained; read again from the fact for the people who
     lost rows in a period (a bit may still hold by another row); then the cells."""
-    t, entity = q(plan.fact.time), q(fam.column)
+    entity = q(fam.column)
     table = plan.table("ph" if hours else f"pm_{fam.name}")
-    period = f"date_trunc('day', {t})" if hours else calendar.period_sql("month", t)
+    period = "_vd" if hours else "_vm"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE vigie_lost AS SELECT DISTINCT {period} AS period, "
         f"{entity} AS entity FROM {source} WHERE {SIGN} < 0 AND {entity} IS NOT NULL"
@@ -65,12 +74,19 @@ def _people(con: Any, plan: Plan, fam: Family, source: str, redo: Redo, until: d
     keys = ("period", "entity") if hours else ("period", "dim", "value", "entity")
     bits = [f"b{i}" for i in range(len(fam.filters))]
     lost = f"EXISTS (SELECT 1 FROM vigie_lost l WHERE l.period = {period} AND l.entity = {entity})"
-    gained = _bits_sql(plan, fam, source, hours, f"{SIGN} > 0 AND NOT {lost}")
     row = con.execute("SELECT COUNT(*), MIN(period), MAX(period) FROM vigie_lost").fetchone()
+    gained = _bits_sql(
+        plan, fam, source, hours, f"{SIGN} > 0" + (f" AND NOT {lost}" if row[0] else "")
+    )
     again = None
     if row[0]:
-        end = row[2] + timedelta(days=1) if hours else calendar.first_week(calendar.next_month(row[2]))
-        start = row[1] if hours else calendar.first_week(row[1])
+        if hours:
+            start, end = row[1], row[2] + timedelta(days=1)
+        else:
+            start, end = (
+                calendar.first_week(row[1]),
+                calendar.first_week(calendar.next_month(row[2])),
+            )
         again = _bits_sql(plan, fam, redo(fam.column, "vigie_lost", start, end), hours, lost)
     update_bits(con, table, keys, bits, gained, "vigie_lost" if row[0] else None, again)
     _moved_cells(con, plan, fam, hours, until)
@@ -81,19 +97,16 @@ def _people(con: Any, plan: Plan, fam: Family, source: str, redo: Redo, until: d
 def _bits_sql(plan: Plan, fam: Family, source: str, hours: bool, where: str) -> str:
     """One row per key of ``source``'s rows that ``where`` selects: the bit of each row's
     day in its month (its hour in its day), or-ed per filter."""
-    t, entity = q(plan.fact.time), q(fam.column)
-    if hours:
-        period, bit = f"date_trunc('day', {t})", f"hour({t})"
-    else:
-        period = calendar.period_sql("month", t)
-        bit = f"date_diff('day', {MONTH_BASE.format(m=period)}, date_trunc('day', {t}))"
+    entity = q(fam.column)
+    period, bit = ("_vd", "_vhh") if hours else ("_vm", "_vi")
     ors = ", ".join(f"bit_or(CASE WHEN {when(f)} = 1 THEN 1::BIGINT << {bit} ELSE 0 END) AS b{i}"
                     for i, f in enumerate(fam.filters))  # fmt: skip
     held = f"{entity} IS NOT NULL AND {where}"
     dims = [None] if hours else plan.dims(fam.every_dim)
     return " UNION ALL ".join(
         f"SELECT {period} AS period, {'' if hours else _cell(d) + ', '}{entity} AS entity, "
-        f"{ors} FROM {source} WHERE {held} GROUP BY ALL" for d in dims
+        f"{ors} FROM {source} WHERE {held} GROUP BY ALL"
+        for d in dims
     )
 
 
@@ -115,7 +128,8 @@ def _moved_cells(con: Any, plan: Plan, fam: Family, hours: bool, until: datetime
     else:
         base = MONTH_BASE.format(m="period")
         parts = [f"SELECT 'day' AS grain, {base} + to_days(r.i::INTEGER) AS period, dim, value, "
-                 f"{flips('r.i')} FROM vigie_moved, range(35) r(i) WHERE {changed} GROUP BY ALL"]  # fmt: skip
+                 f"{flips('r.i')} FROM vigie_moved, range(35) r(i) WHERE {changed} "
+                 "GROUP BY ALL"]  # fmt: skip
         if fam.name == USER:
             until_bits = (f"((1::BIGINT << least(62, greatest(0, date_diff('day', {base}, "
                           f"TIMESTAMP '{until.isoformat(sep=' ')}')))) - 1)")  # fmt: skip
@@ -149,7 +163,7 @@ def recount_published(con: Any, plan: Plan, start: datetime, until: datetime) ->
                 f"(grain = 'week' AND period IN ({weeks}))")  # fmt: skip
     n = len(fam.filters)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE vigie_moved AS SELECT period, dim, value, "
+        "CREATE OR REPLACE TEMP TABLE vigie_moved AS SELECT period, dim, value, "
         + ", ".join(f"0::BIGINT AS o{i}, b{i} AS n{i}" for i in range(n))
         + f" FROM {plan.table('pm_' + USER)} WHERE period IN ({among})"
     )  # fmt: skip
@@ -157,8 +171,9 @@ def recount_published(con: Any, plan: Plan, start: datetime, until: datetime) ->
     base = MONTH_BASE.format(m="period")
     until_bits = (f"((1::BIGINT << least(62, greatest(0, date_diff('day', {base}, "
                   f"TIMESTAMP '{until.isoformat(sep=' ')}')))) - 1)")  # fmt: skip
-    parts = [_masked("week", f"{base} + to_days((7 * r.i)::INTEGER)",
-                     f"(127::BIGINT << (7 * r.i)) & {until_bits}", ks, "vigie_moved, range(5) r(i)"),
+    week = f"(127::BIGINT << (7 * r.i)) & {until_bits}"
+    parts = [_masked("week", f"{base} + to_days((7 * r.i)::INTEGER)", week, ks,
+                     "vigie_moved, range(5) r(i)"),
              _masked("month", "period", until_bits, ks, "vigie_moved")]  # fmt: skip
     merge(con, cells, CELL, ks, " UNION ALL ".join(parts), drop_zero=False)
     con.execute("DROP TABLE vigie_moved")

@@ -19,7 +19,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
@@ -27,7 +27,7 @@ from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape
 from vigie.kpi.fromstate import read_stats, rollup_sql
-from vigie.kpi.maintain import apply, recount_published
+from vigie.kpi.maintain import Redo, apply, derived, recount_published
 from vigie.kpi.model import Fact, Metrics, ShareWithin
 from vigie.kpi.patterns import forget_pattern, pattern_from_stats, save_pattern, sync_horizon
 from vigie.kpi.protect import ProtectionError
@@ -83,7 +83,8 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
         f"CREATE TABLE IF NOT EXISTS {STATES} (fact VARCHAR PRIMARY KEY, signature VARCHAR, "
         "run_id INTEGER, until TIMESTAMP, built_at TIMESTAMP)"
     )
-    done, logged = [], set()
+    done: list[FactRefresh] = []
+    logged: set[str] = set()
     for fact in metrics.facts.values():
         if any(k.fact.name == fact.name for k in metrics.kpis.values()):
             result = _refresh_fact(store, metrics, fact, run_id, until, full)
@@ -190,7 +191,7 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
         store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
     cols = ", ".join(q(c) for c in _columns(plan))
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, 1::BIGINT AS "
-         f"{SIGN} FROM ({plan.fact.sql})")  # fmt: skip
+         f"{SIGN}, {derived(plan.fact.time)} FROM ({plan.fact.sql})")  # fmt: skip
     for sql in ddl(plan, _types(store)):
         store.con.execute(sql)
     if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
@@ -223,8 +224,9 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
         sql = (f"SELECT *, 1::BIGINT AS {SIGN} FROM {NOW} UNION ALL SELECT *, -1::BIGINT "
                f"FROM {kept}")  # fmt: skip
         now = NOW
-    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, SUM({SIGN})::"
-         f"BIGINT AS {SIGN} FROM ({sql}) GROUP BY ALL HAVING SUM({SIGN}) <> 0")  # fmt: skip
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT *, "
+         f"{derived(plan.fact.time)} FROM (SELECT {cols}, SUM({SIGN})::BIGINT AS {SIGN} FROM "
+         f"({sql}) GROUP BY ALL HAVING SUM({SIGN}) <> 0)")  # fmt: skip
     if now:
         store.con.execute(f"CREATE OR REPLACE TABLE {plan.table('rows')} AS SELECT * FROM {NOW}")
     apply(store.con, plan, DELTA, _redo(store, plan, now), until)
@@ -236,7 +238,7 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
     return int(rows), sorted(d for d in days if d is not None)
 
 
-def _redo(store: Store, plan: Plan, now: str | None) -> Callable[[str, str, datetime, datetime], str]:
+def _redo(store: Store, plan: Plan, now: str | None) -> Redo:
     """The fact's rows, now, of the entities in a table, in [start, stop): from ``now``
     (the fact evaluated whole) or from the fact's SQL, which a short list of entities is
     pushed down into (a long one is a semi-join)."""
@@ -249,8 +251,8 @@ def _redo(store: Store, plan: Plan, now: str | None) -> Callable[[str, str, date
                  else f"SELECT entity FROM {entities}")  # fmt: skip
         source = now or f"({plan.fact.sql})"
         _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_redo AS SELECT {cols}, 1::BIGINT "
-             f"AS {SIGN} FROM {source} WHERE {q(column)} IN ({among}) AND {t} >= ? "
-             f"AND {t} < ?", [start, stop])  # fmt: skip
+             f"AS {SIGN}, {derived(plan.fact.time)} FROM {source} WHERE {q(column)} IN ({among}) "
+             f"AND {t} >= ? AND {t} < ?", [start, stop])  # fmt: skip
         return "vigie_redo"
 
     return rows

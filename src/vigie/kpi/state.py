@@ -110,9 +110,8 @@ def plan_for(metrics: Metrics, fact: Fact) -> Plan:
             elif isinstance(simple, Quantile):
                 _add(quantiles, (simple.column, simple.where))
     families = tuple(
-        Family(USER if column == fact.user else f"d{i}", column, tuple(wanted),
-               column == fact.user)  # fmt: skip
-        for i, (column, wanted) in enumerate(filters.items())
+        Family(USER if col == fact.user else f"d{i}", col, tuple(wanted), col == fact.user)
+        for i, (col, wanted) in enumerate(filters.items())
     )
     dims = tuple(dict.fromkeys(d for group in fact.rollups for d in group))
     return Plan(fact, tuple(counters), supports, families, tuple(quantiles), dims,
@@ -177,7 +176,9 @@ def merge(con: Any, table: str, keys: tuple[str, ...], values: list[str], delta:
     con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT _rid FROM vigie_hit)")
     nonzero = " OR ".join(f"{v} <> 0" for v in values) if drop_zero else "true"
     fresh = " AND ".join(f"h.{k} IS NOT DISTINCT FROM a.{k}" for k in keys)
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (_rid) FROM vigie_hit WHERE {nonzero}")
+    con.execute(
+        f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (_rid) FROM vigie_hit WHERE {nonzero}"
+    )
     con.execute(
         f"INSERT INTO {table} BY NAME SELECT * FROM vigie_add a WHERE ({nonzero}) AND NOT EXISTS "
         f"(SELECT 1 FROM vigie_hit h WHERE {fresh})"
