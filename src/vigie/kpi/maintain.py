@@ -28,9 +28,11 @@ def derived(time: str) -> str:
             f"hour({t}) AS _vhh")  # fmt: skip
 
 
-def apply(con: Any, plan: Plan, source: str, redo: Redo, until: datetime) -> None:
+def apply(con: Any, plan: Plan, source: str, redo: Redo, until: datetime,
+          *, full: bool = False) -> None:  # fmt: skip
     """Add ``source``'s rows (fact columns and ``SIGN``) to every state; people counted
-    per week and month are those with a row before ``until``."""
+    per week and month are those with a row before ``until``. ``full``: the states are
+    empty and ``source`` is every row of the fact (the people are counted from it)."""
     sums = ", ".join(f"SUM({SIGN} * ({c}))::HUGEINT AS c{i}" for i, c in enumerate(plan.counters))
     counts = [f"c{i}" for i in range(len(plan.counters))]
     parts = [f"SELECT 'hour' AS grain, _vh AS period, {_cell(None)}, "
@@ -49,9 +51,15 @@ def apply(con: Any, plan: Plan, source: str, redo: Redo, until: datetime) -> Non
         merge(con, plan.table("hist"), ("q", "period", "dim", "value", "x"), ["n"],
               " UNION ALL ".join(parts))  # fmt: skip
     for fam in plan.families:
-        _people(con, plan, fam, source, redo, until, hours=False)
-        if fam.name == USER:
-            _people(con, plan, fam, source, redo, until, hours=True)
+        for hours in (False, True) if fam.name == USER else (False,):
+            if full:
+                table = plan.table("ph" if hours else f"pm_{fam.name}")
+                con.execute(
+                    f"INSERT INTO {table} BY NAME {_bits_sql(plan, fam, source, hours, 'true')}"
+                )
+                _counted_cells(con, plan, fam, source, hours, until)
+            else:
+                _people(con, plan, fam, source, redo, until, hours=hours)
 
 
 def _cell(dim: str | None) -> str:
@@ -138,6 +146,39 @@ def _moved_cells(con: Any, plan: Plan, fam: Family, hours: bool, until: datetime
                                  "vigie_moved, range(5) r(i)"))  # fmt: skip
             parts.append(_masked("month", "period", until_bits, ks, "vigie_moved"))
     merge(con, plan.table("cells"), CELL, ks, " UNION ALL ".join(parts), drop_zero=False)
+
+
+def _counted_cells(con: Any, plan: Plan, fam: Family, source: str, hours: bool,
+                   until: datetime) -> None:  # fmt: skip
+    """The people of every cell, counted from every row of the fact (a full rebuild)."""
+    entity = q(fam.column)
+    n = len(fam.filters)
+    ks = [fam.k(i) for i in range(n)]
+    if hours:
+        counts = ", ".join(f"COUNT(DISTINCT {entity}) FILTER (WHERE {when(f)} = 1) AS {k}"
+                           for f, k in zip(fam.filters, ks, strict=True))  # fmt: skip
+        merge(con, plan.table("cells"), CELL, ks,
+              f"SELECT 'hour' AS grain, _vh AS period, NULL::VARCHAR AS dim, NULL::VARCHAR AS "
+              f"value, {counts} FROM {source} WHERE {entity} IS NOT NULL GROUP BY ALL",
+              drop_zero=False)  # fmt: skip
+        return
+    before = f"TIMESTAMP '{until.isoformat(sep=' ')}'"
+    flags = ", ".join(f"bool_or({when(f)} = 1) AS f{i}" for i, f in enumerate(fam.filters))
+    for dim in plan.dims(fam.every_dim):
+        people = (f"SELECT _vd AS d, {_cell(dim)}, {entity} AS e, {flags} FROM {source} "
+                  f"WHERE {entity} IS NOT NULL GROUP BY ALL")  # fmt: skip
+        day = ", ".join(f"COUNT(*) FILTER (WHERE f{i}) AS {k}" for i, k in enumerate(ks))
+        parts = [f"SELECT 'day' AS grain, d AS period, dim, value, {day} FROM p GROUP BY ALL"]
+        if fam.name == USER:
+            seen = ", ".join(f"COUNT(DISTINCT e) FILTER (WHERE f{i} AND d < {before}) AS {k}"
+                             for i, k in enumerate(ks))  # fmt: skip
+            for grain in ("week", "month"):
+                label = calendar.period_sql(grain, "d")  # type: ignore[arg-type]
+                parts.append(f"SELECT '{grain}' AS grain, {label} AS period, dim, value, {seen} "
+                             "FROM p GROUP BY ALL")  # fmt: skip
+        merge(con, plan.table("cells"), CELL, ks,
+              f"WITH p AS MATERIALIZED ({people}) " + " UNION ALL ".join(parts),
+              drop_zero=False)  # fmt: skip
 
 
 def _masked(grain: str, period: str, mask: str, ks: list[str], source: str) -> str:

@@ -196,7 +196,7 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
         store.con.execute(sql)
     if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
         store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {cols} FROM {DELTA}")
-    apply(store.con, plan, DELTA, _redo(store, plan, None), until)
+    apply(store.con, plan, DELTA, _redo(store, plan, None), until, full=True)
     return int(store.rows(f"SELECT COUNT(*) FROM {DELTA}")[0][0])
 
 
