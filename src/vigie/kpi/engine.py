@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
-
 from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.factsql import PERSON_DOMAIN, tables_read, user_source
@@ -196,16 +194,6 @@ def refresh_rollups(store: Store, metrics: Metrics, *, full: bool = False) -> di
     for done in refresh(store, metrics, full=full):
         timings.update({k: v for k, v in done.timings.items() if k not in ("states", "stats")})
     return timings
-
-
-def _build(store: Store, sql: str, what: str) -> None:
-    try:
-        store.con.execute(sql)
-    except duckdb.Error as exc:
-        raise UsageError(
-            f"Rollup {what} cannot be built: {str(exc).splitlines()[0]}",
-            hint="Does the store hold the tables the metrics' facts read?",
-        ) from None
 
 
 def default_range(store: Store, metrics: Metrics, query: KpiQuery) -> KpiQuery:

@@ -173,7 +173,7 @@ def _counted_cells(con: Any, plan: Plan, fam: Family, source: str, hours: bool,
             seen = ", ".join(f"COUNT(DISTINCT e) FILTER (WHERE f{i} AND d < {before}) AS {k}"
                              for i, k in enumerate(ks))  # fmt: skip
             for grain in ("week", "month"):
-                label = calendar.period_sql(grain, "d")  # type: ignore[arg-type]
+                label = calendar.period_sql(grain, "d")
                 parts.append(f"SELECT '{grain}' AS grain, {label} AS period, dim, value, {seen} "
                              "FROM p GROUP BY ALL")  # fmt: skip
         merge(con, plan.table("cells"), CELL, ks,

@@ -3,7 +3,6 @@ rollups after each sync, and read back for the periods an answer shows."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -92,14 +91,6 @@ def _rows_of_small_weeks(store: Store, metrics: Metrics, fact: Fact, shape: Shap
             row = Row(hour, tuple(rest[:width]), tuple(bool(m) for m in rest[width:]))
             rows.setdefault(calendar.midnight(hour), []).append(row)
     return rows
-
-
-def store_pattern(store: Store, metrics: Metrics, fact: Fact, run_id: int) -> float:
-    """Compute and keep ``fact``'s pattern for the store's current run; returns seconds."""
-    started = time.perf_counter()
-    pattern = compute_pattern(store, metrics, fact)
-    save_pattern(store, pattern, run_id, time.perf_counter() - started)
-    return time.perf_counter() - started
 
 
 def pattern_from_stats(store: Store, metrics: Metrics, fact: Fact, stats: dict[Key, Stats],
