@@ -180,3 +180,59 @@ def _delta(table: str, since: int, read: list[str]) -> str:
         f"WHERE _vigie_run > {since} UNION ALL SELECT {cols}, -1 AS s FROM {log} WHERE "
         f"_vigie_run <= {since} AND {REPLACED_BY} > {since}) GROUP BY ALL HAVING SUM(s) <> 0"
     )
+
+
+@dataclass(frozen=True)
+class KeyedCte:
+    """A ``WITH`` query of a fact that aggregates one table by one of its columns: kept
+    as a table, and brought forward by computing again the groups of the keys whose rows
+    changed (a device's first and last connection, from that device's events only)."""
+
+    name: str
+    table: str
+    key: str
+    sql: str  # the query, ``GROUP BY`` its key
+
+
+@cache
+def keyed_ctes(fact: Fact) -> tuple[KeyedCte, ...]:
+    """The fact's ``WITH`` queries of the form SELECT key, aggregates FROM table [WHERE
+    ...] GROUP BY key, where key is a plain column of that one table."""
+    import sqlglot
+    from sqlglot import exp
+
+    query = sqlglot.parse_one(fact.sql, read="duckdb")
+    with_ = query.args.get("with") or query.args.get("with_")
+    found = []
+    for cte in with_.expressions if with_ is not None else []:
+        body = cte.this
+        if not isinstance(body, exp.Select) or body.args.get("with") or body.args.get("with_"):
+            continue
+        from_ = body.args.get("from") or body.args.get("from_")
+        group = body.args.get("group")
+        if (from_ is None or body.args.get("joins") or not isinstance(from_.this, exp.Table)
+                or group is None or len(group.expressions) != 1
+                or not isinstance(group.expressions[0], exp.Column)
+                or body.args.get("having") or body.args.get("limit")
+                or any(isinstance(n, exp.Subquery | exp.Window) or
+                       (isinstance(n, exp.Func) and _volatile(n)) for n in body.walk())):  # fmt: skip
+            continue
+        key = group.expressions[0].name
+        if not any(p.alias_or_name == key and isinstance(p.unalias(), exp.Column)
+                   for p in body.expressions):  # fmt: skip
+            continue
+        found.append(KeyedCte(cte.alias_or_name, from_.this.name, key, body.sql(dialect="duckdb")))
+    return tuple(found)
+
+
+def with_kept(fact: Fact, kept: dict[str, str]) -> str:
+    """The fact's SQL reading each keyed ``WITH`` query from its kept table instead."""
+    import sqlglot
+
+    query = sqlglot.parse_one(fact.sql, read="duckdb")
+    with_ = query.args.get("with") or query.args.get("with_")
+    for cte in list(with_.expressions):
+        if cte.alias_or_name in kept:
+            cte.set("this", sqlglot.parse_one(f"SELECT * FROM {kept[cte.alias_or_name]}",
+                                              read="duckdb"))  # fmt: skip
+    return query.sql(dialect="duckdb")

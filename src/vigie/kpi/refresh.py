@@ -25,7 +25,7 @@ import duckdb
 
 from vigie.errors import UsageError
 from vigie.kpi import calendar
-from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape
+from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape, keyed_ctes, with_kept
 from vigie.kpi.fromstate import read_stats, rollup_sql
 from vigie.kpi.maintain import Redo, apply, derived, recount_published
 from vigie.kpi.model import Fact, Metrics, ShareWithin
@@ -48,7 +48,7 @@ STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
 NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated whole
-FORMAT = 1  # of the states: a state of another format is rebuilt
+FORMAT = 2  # of the states: a state of another format is rebuilt
 
 
 @dataclass
@@ -89,7 +89,7 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
         if any(k.fact.name == fact.name for k in metrics.kpis.values()):
             result = _refresh_fact(store, metrics, fact, run_id, until, full)
             shape = incremental_shape(fact)
-            logged |= shape.names if isinstance(shape, Shape) else set()
+            logged |= _logged_tables(fact)
             done.append(result)
             if on_fact:
                 on_fact(result)
@@ -160,9 +160,7 @@ def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str
     logs = {t for (t,) in store.rows(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
         "schema_name = ? AND starts_with(table_name, ?)", [META, BEFORE])}  # fmt: skip
-    shape = incremental_shape(fact)
-    names = shape.names if isinstance(shape, Shape) else frozenset()
-    if missing := sorted(t for t in names if BEFORE + t not in logs):
+    if missing := sorted(t for t in _logged_tables(fact) if BEFORE + t not in logs):
         return None, None, f"no change log for {', '.join(missing)}"
     return int(rows[0][1]), rows[0][2], ""
 
@@ -182,6 +180,41 @@ def _columns(plan: Plan) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
+def _logged_tables(fact: Fact) -> set[str]:
+    """The tables whose change log the fact's refresh reads."""
+    shape = incremental_shape(fact)
+    if isinstance(shape, Shape):
+        return set(shape.names)
+    return {c.table for c in keyed_ctes(fact)}
+
+
+def _kept_ctes(store: Store, plan: Plan, since: int | None) -> str:
+    """Keep the fact's keyed ``WITH`` queries as tables, computing again the groups whose
+    keys have rows changed since run ``since`` (None: all of them); returns the fact's
+    SQL reading them."""
+    import sqlglot
+
+    kept = {}
+    for cte in keyed_ctes(plan.fact):
+        table = plan.table(f"cte_{cte.name}")
+        kept[cte.name] = table
+        if since is None:
+            _run(store, plan, f"CREATE OR REPLACE TABLE {table} AS {cte.sql}")
+            continue
+        key, log = q(cte.key), f"{META}.{q(BEFORE + cte.table)}"
+        store.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE vigie_keys AS SELECT DISTINCT {key} AS k FROM "
+            f"{q(cte.table)} WHERE _vigie_run > {since} UNION SELECT {key} FROM {log} "
+            f"WHERE {REPLACED_BY} > {since}"
+        )
+        store.con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT k FROM vigie_keys)")
+        again = sqlglot.parse_one(cte.sql, read="duckdb").where(  # type: ignore[attr-defined]
+            f"{key} IN (SELECT k FROM vigie_keys)", dialect="duckdb")  # fmt: skip
+        _run(store, plan, f"INSERT INTO {table} {again.sql(dialect='duckdb')}")
+        store.con.execute("DROP TABLE vigie_keys")
+    return with_kept(plan.fact, kept) if kept else plan.fact.sql
+
+
 def _full(store: Store, plan: Plan, until: datetime) -> int:
     """Empty states, then every row of the fact counted once."""
     prefix = f"{KPI_STATE}{plan.fact.name}__"
@@ -190,8 +223,9 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
         "schema_name = ? AND starts_with(table_name, ?)", [ROLLUP_SCHEMA, prefix]):  # fmt: skip
         store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
     cols = ", ".join(q(c) for c in _columns(plan))
+    sql = plan.fact.sql if _is_spj(plan.fact) else _kept_ctes(store, plan, None)
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, 1::BIGINT AS "
-         f"{SIGN}, {derived(plan.fact.time)} FROM ({plan.fact.sql})")  # fmt: skip
+         f"{SIGN}, {derived(plan.fact.time)} FROM ({sql})")  # fmt: skip
     for sql in ddl(plan, _types(store)):
         store.con.execute(sql)
     if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
@@ -219,7 +253,7 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
         now = None
     else:  # evaluated whole, and compared with the rows kept last time
         _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {NOW} AS SELECT {cols} FROM "
-             f"({plan.fact.sql})")  # fmt: skip
+             f"({_kept_ctes(store, plan, since)})")  # fmt: skip
         kept = plan.table("rows")
         sql = (f"SELECT *, 1::BIGINT AS {SIGN} FROM {NOW} UNION ALL SELECT *, -1::BIGINT "
                f"FROM {kept}")  # fmt: skip
