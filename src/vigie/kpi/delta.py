@@ -210,13 +210,13 @@ def keyed_ctes(fact: Fact) -> tuple[KeyedCte, ...]:
             continue
         from_ = body.args.get("from") or body.args.get("from_")
         group = body.args.get("group")
-        if (from_ is None or body.args.get("joins") or not isinstance(from_.this, exp.Table)
-                or group is None or len(group.expressions) != 1
-                or not isinstance(group.expressions[0], exp.Column)
-                or body.args.get("having") or body.args.get("limit")
-                or any(isinstance(n, exp.Subquery | exp.Window) or
-                       (isinstance(n, exp.Func) and _volatile(n)) for n in body.walk())):  # fmt: skip
+        plain = (from_ is not None and not body.args.get("joins")
+                 and isinstance(from_.this, exp.Table) and group is not None
+                 and len(group.expressions) == 1 and isinstance(group.expressions[0], exp.Column)
+                 and not body.args.get("having") and not body.args.get("limit"))  # fmt: skip
+        if not plain or any(_unkeyable(n) for n in body.walk()):
             continue
+        assert group is not None and from_ is not None
         key = group.expressions[0].name
         if not any(p.alias_or_name == key and isinstance(p.unalias(), exp.Column)
                    for p in body.expressions):  # fmt: skip
@@ -225,12 +225,20 @@ def keyed_ctes(fact: Fact) -> tuple[KeyedCte, ...]:
     return tuple(found)
 
 
+def _unkeyable(node: exp.Expr) -> bool:
+    from sqlglot import exp
+
+    volatile = isinstance(node, exp.Func) and _volatile(node)
+    return volatile or isinstance(node, exp.Subquery | exp.Window)
+
+
 def with_kept(fact: Fact, kept: dict[str, str]) -> str:
     """The fact's SQL reading each keyed ``WITH`` query from its kept table instead."""
     import sqlglot
 
     query = sqlglot.parse_one(fact.sql, read="duckdb")
     with_ = query.args.get("with") or query.args.get("with_")
+    assert with_ is not None  # only called with the names of its WITH queries
     for cte in list(with_.expressions):
         if cte.alias_or_name in kept:
             cte.set("this", sqlglot.parse_one(f"SELECT * FROM {kept[cte.alias_or_name]}",

@@ -88,7 +88,6 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
     for fact in metrics.facts.values():
         if any(k.fact.name == fact.name for k in metrics.kpis.values()):
             result = _refresh_fact(store, metrics, fact, run_id, until, full)
-            shape = incremental_shape(fact)
             logged |= _logged_tables(fact)
             done.append(result)
             if on_fact:
