@@ -236,6 +236,27 @@ def test_a_row_changed_only_where_the_fact_does_not_read_costs_nothing(fleet):
     assert done["activations"].mode == "incremental"
 
 
+def test_a_fact_left_out_of_a_refresh_is_rebuilt_when_back(fleet):
+    """A refresh whose metrics lack a fact trims the change log past that fact's state:
+    when the fact comes back, it is rebuilt in full (its changes in between are gone from
+    the log), never brought forward from an incomplete log."""
+    from dataclasses import replace
+
+    dsn, store, keys = fleet
+    only_events = replace(METRICS, kpis={n: k for n, k in METRICS.kpis.items()
+                                         if k.fact.name == "events"})  # fmt: skip
+    for seed, metrics in ((4, only_events), (5, METRICS)):
+        tick_fleet(dsn, minutes=60, seed=seed)
+        sync(dsn, EXAMPLE_POLICY, store, keys)
+        if metrics is only_events:
+            with Store(store, keys) as s:
+                assert [f.fact for f in refresh(s, metrics)] == ["events"]
+    done = {f.fact: f for f in refreshed_equals_rebuilt(store, keys)}
+    assert done["events"].mode == "incremental"
+    assert done["activations"].mode == "full"
+    assert "does not reach back" in done["activations"].why
+
+
 @pytest.mark.parametrize(
     ("sql", "why"),
     [

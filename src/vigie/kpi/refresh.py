@@ -40,6 +40,7 @@ from vigie.stores.meta import (
     META,
     REPLACED_BY,
     ROLLUP_SCHEMA,
+    change_log_from,
     start_change_log,
     trim_change_log,
 )
@@ -48,7 +49,7 @@ STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
 NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated whole
-FORMAT = 2  # of the states: a state of another format is rebuilt
+FORMAT = 3  # of the states: a state of another format is rebuilt
 
 
 @dataclass
@@ -94,7 +95,7 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
                 on_fact(result)
     with store.transaction() as tx:  # from now on the syncs keep what they replace
         for table in sorted(logged):
-            start_change_log(tx, table)
+            start_change_log(tx, table, run_id)
         for table in store.table_names():
             trim_change_log(tx, table, run_id)
     return done
@@ -119,7 +120,7 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
         con.execute(f"INSERT OR REPLACE INTO {STATES} VALUES (?, ?, ?, ?, now())",
                     [fact.name, signature, run_id, until])  # fmt: skip
         stats = read_stats(con, plan, until)
-        for name in (DELTA, NOW):
+        for name in (DELTA, NOW, "vigie_diff"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
     mark, error = time.perf_counter(), ""
     try:
@@ -156,12 +157,13 @@ def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str
         return None, None, "no state yet (a first refresh, or the store was rewritten)"
     if rows[0][0] != signature:
         return None, None, "its definition changed"
-    logs = {t for (t,) in store.rows(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
-        "schema_name = ? AND starts_with(table_name, ?)", [META, BEFORE])}  # fmt: skip
-    if missing := sorted(t for t in _logged_tables(fact) if BEFORE + t not in logs):
-        return None, None, f"no change log for {', '.join(missing)}"
-    return int(rows[0][1]), rows[0][2], ""
+    since = int(rows[0][1])
+    for table in sorted(_logged_tables(fact)):
+        start = change_log_from(store, table)
+        if start is None or start > since:
+            return None, None, f"the change log of {table} does not reach back to its state"
+
+    return since, rows[0][2], ""
 
 
 def _columns(plan: Plan) -> list[str]:
@@ -228,9 +230,41 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
     for sql in ddl(plan, _types(store)):
         store.con.execute(sql)
     if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
-        store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {cols} FROM {DELTA}")
+        store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {cols}, "
+                          f"{_digest(cols)} FROM {DELTA}")  # fmt: skip
     apply(store.con, plan, DELTA, _redo(store, plan, None), until, full=True)
     return int(store.rows(f"SELECT COUNT(*) FROM {DELTA}")[0][0])
+
+
+def _digest(cols: str) -> str:
+    """Two 64-bit hashes of a row: rows are compared by them first, then in full."""
+    return f"hash({cols}) AS _vh1, hash('vigie', {cols}) AS _vh2"
+
+
+def _difference(store: Store, plan: Plan, since: int, cols: str) -> str:
+    """A fact that is not a select-project-join, evaluated whole (``NOW``) and compared
+    with the rows kept last time: SQL for the rows that differ, signed; the kept rows
+    become the new ones. Digests find the candidates in one pass over single keys; the
+    candidates are then compared column by column (``_incremental`` groups them)."""
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {NOW} AS SELECT {cols}, {_digest(cols)} "
+         f"FROM ({_kept_ctes(store, plan, since)})")  # fmt: skip
+    kept = plan.table("rows")
+    store.con.execute(
+        "CREATE OR REPLACE TEMP TABLE vigie_differ AS SELECT _vh1, _vh2 FROM (SELECT _vh1, "
+        f"_vh2, 1 AS s FROM {NOW} UNION ALL SELECT _vh1, _vh2, -1 FROM {kept}) GROUP BY ALL "
+        "HAVING SUM(s) <> 0"
+    )
+    store.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE vigie_diff AS SELECT {cols}, 1::BIGINT AS {SIGN} FROM "
+        f"{NOW} SEMI JOIN vigie_differ USING (_vh1, _vh2) UNION ALL SELECT {cols}, -1::BIGINT "
+        f"FROM {kept} SEMI JOIN vigie_differ USING (_vh1, _vh2)"
+    )
+    store.con.execute(f"DELETE FROM {kept} WHERE rowid IN (SELECT k.rowid FROM {kept} k "
+                      "SEMI JOIN vigie_differ USING (_vh1, _vh2))")  # fmt: skip
+    store.con.execute(f"INSERT INTO {kept} SELECT * FROM {NOW} SEMI JOIN vigie_differ "
+                      "USING (_vh1, _vh2)")  # fmt: skip
+    store.con.execute("DROP TABLE vigie_differ")
+    return "SELECT * FROM vigie_diff"
 
 
 def _is_spj(fact: Fact) -> bool:
@@ -250,18 +284,11 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
         if sql is None:
             sql = f"SELECT *, 0::BIGINT AS {SIGN} FROM ({plan.fact.sql}) LIMIT 0"
         now = None
-    else:  # evaluated whole, and compared with the rows kept last time
-        _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {NOW} AS SELECT {cols} FROM "
-             f"({_kept_ctes(store, plan, since)})")  # fmt: skip
-        kept = plan.table("rows")
-        sql = (f"SELECT *, 1::BIGINT AS {SIGN} FROM {NOW} UNION ALL SELECT *, -1::BIGINT "
-               f"FROM {kept}")  # fmt: skip
-        now = NOW
+    else:
+        sql, now = _difference(store, plan, since, cols), NOW
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT *, "
          f"{derived(plan.fact.time)} FROM (SELECT {cols}, SUM({SIGN})::BIGINT AS {SIGN} FROM "
          f"({sql}) GROUP BY ALL HAVING SUM({SIGN}) <> 0)")  # fmt: skip
-    if now:
-        store.con.execute(f"CREATE OR REPLACE TABLE {plan.table('rows')} AS SELECT * FROM {NOW}")
     apply(store.con, plan, DELTA, _redo(store, plan, now), until)
     if until > until0:
         recount_published(store.con, plan, until0, until)

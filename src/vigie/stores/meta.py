@@ -253,12 +253,15 @@ def _has_log(con: Any, table: str) -> bool:
         "AND table_name = ?", [META, BEFORE + table]).fetchall())  # fmt: skip
 
 
-def start_change_log(con: Any, table: str) -> None:
-    """From now on the sync keeps what it replaces in ``table`` (the columns as they are)."""
+def start_change_log(con: Any, table: str, run_id: int) -> None:
+    """From now on (after run ``run_id``) the sync keeps what it replaces in ``table``."""
+    if _has_log(con, table):
+        return
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {META}.{quote(BEFORE + table)} AS SELECT *, "
+        f"CREATE TABLE {META}.{quote(BEFORE + table)} AS SELECT *, "
         f"NULL::INTEGER AS {REPLACED_BY} FROM {quote(table)} LIMIT 0"
     )
+    _log_from(con, table, run_id)
 
 
 def trim_change_log(con: Any, table: str, through_run: int) -> None:
@@ -268,6 +271,22 @@ def trim_change_log(con: Any, table: str, through_run: int) -> None:
             f"DELETE FROM {META}.{quote(BEFORE + table)} WHERE {REPLACED_BY} <= ?",
             [through_run],
         )
+        _log_from(con, table, through_run)
+
+
+def _log_from(con: Any, table: str, run_id: int) -> None:
+    con.execute(f"INSERT OR REPLACE INTO {META}.meta VALUES (?, ?)",
+                [f"change_log_from:{table}", str(run_id)])  # fmt: skip
+
+
+def change_log_from(store: Store, table: str) -> int | None:
+    """The run after which the change log of ``table`` holds every change (None: it has
+    no log)."""
+    rows = store.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [f"change_log_from:{table}"])
+    logged = store.rows(
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
+        "AND table_name = ?", [META, BEFORE + table])  # fmt: skip
+    return int(rows[0][0]) if rows and logged else None
 
 
 def reset_changes(con: Any) -> None:
@@ -280,3 +299,4 @@ def reset_changes(con: Any) -> None:
                "schema_name = ? AND starts_with(table_name, ?)")  # fmt: skip
         for (name,) in con.execute(sql, [schema, prefix]).fetchall():
             con.execute(f"DROP TABLE {schema}.{quote(name)}")
+    con.execute(f"DELETE FROM {META}.meta WHERE starts_with(key, 'change_log_from:')")
