@@ -194,11 +194,21 @@ def update_bits(con: Any, table: str, keys: tuple[str, ...], bits: list[str], ga
     Leaves ``vigie_moved``: every key whose bits changed, old (o<i>) and new (n<i>)."""
     on = " AND ".join(f"t.{k} IS NOT DISTINCT FROM a.{k}" for k in keys)
     con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_add AS {gained}")
-    old = f"SELECT t.rowid AS _rid, t.* FROM {table} t SEMI JOIN vigie_add a ON {on}"
+    # the rows of the people touched, found on two fixed-width columns (cheap to hash
+    # over the whole table), then the exact keys among them
+    pairs = "SELECT DISTINCT period, entity FROM vigie_add"
     if lost:
-        old += (f" UNION SELECT t.rowid AS _rid, t.* FROM {table} t SEMI JOIN {lost} l "
-                "ON t.period = l.period AND t.entity = l.entity")  # fmt: skip
-    con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_old AS {old}")
+        pairs += f" UNION SELECT period, entity FROM {lost}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE vigie_old AS SELECT t.rowid AS _rid, t.* FROM {table} t "
+        f"SEMI JOIN ({pairs}) p ON t.period = p.period AND t.entity = p.entity"
+    )
+    kept = f"EXISTS (SELECT 1 FROM vigie_add a WHERE {on})"
+    if lost:
+        kept += (
+            f" OR EXISTS (SELECT 1 FROM {lost} l WHERE t.period = l.period AND t.entity = l.entity)"
+        )
+    con.execute(f"DELETE FROM vigie_old t WHERE NOT ({kept})")
     ored = ", ".join(f"COALESCE(t.{b}, 0) | a.{b} AS {b}" for b in bits)
     new = (f"SELECT {', '.join('a.' + k for k in keys)}, {ored} FROM vigie_add a "
            f"LEFT JOIN vigie_old t ON {on}")  # fmt: skip
