@@ -16,7 +16,7 @@ from helpers import prod, prod_exec, synced_fleet
 from vigie.fleet.tick import tick_fleet
 from vigie.kpi import maintain
 from vigie.kpi.delta import SIGN, delta_sql, incremental_shape
-from vigie.kpi.engine import rollup_name
+from vigie.kpi.fit import rollup_name
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Fact, ShareWithin
 from vigie.kpi.patterns import compute_pattern

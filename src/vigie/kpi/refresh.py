@@ -26,6 +26,7 @@ import duckdb
 from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape, keyed_ctes, with_kept
+from vigie.kpi.fit import check_against_store, rollup_name
 from vigie.kpi.fromstate import read_stats, rollup_sql
 from vigie.kpi.maintain import Redo, apply, derived, recount_published
 from vigie.kpi.model import Fact, Metrics, ShareWithin
@@ -69,8 +70,6 @@ class FactRefresh:
 def refresh(store: Store, metrics: Metrics, *, full: bool = False,
             on_fact: Callable[[FactRefresh], None] | None = None) -> list[FactRefresh]:  # fmt: skip
     """Bring every fact's rollups and pattern to the store's latest run."""
-    from vigie.kpi.engine import check_against_store
-
     check_against_store(store, metrics)
     (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
     until = calendar.publishable_end("day", sync_horizon(store))
@@ -353,8 +352,6 @@ def _run(store: Store, plan: Plan, sql: str, params: list[object] | None = None)
 def _write_rollups(store: Store, metrics: Metrics, plan: Plan, days: list[datetime] | None,
                    run_id: int, timings: dict[str, float]) -> None:  # fmt: skip
     """Rewrite the rollups' rows of ``days`` (None: every day)."""
-    from vigie.kpi.engine import rollup_name
-
     con = store.con
     con.execute("CREATE OR REPLACE TEMP TABLE vigie_days (d TIMESTAMP)")
     if days:
