@@ -333,3 +333,21 @@ def test_month_bits_cover_the_longest_month():
         end = calendar.first_week(calendar.next_month(datetime(2026, month, 1)))
         assert (end - start) in (timedelta(days=28), timedelta(days=35))
     assert maintain.until_mask(datetime(2026, 10, 1), datetime(2030, 1, 1)) == (1 << 62) - 1
+
+
+def test_cli_refresh_says_how_each_fact_was_refreshed(fleet):
+    from typer.testing import CliRunner
+
+    from vigie.cli.app import app
+
+    dsn, store, keys = fleet
+    tick_fleet(dsn, minutes=20, seed=6)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    keyfile = store.parent.parent / "keys"
+    runner = CliRunner()
+    args = ["kpi", "refresh", "--store", str(store), "--keyfile", str(keyfile)]
+    res = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "events" in res.output and "incremental" in res.output and "difference" in res.output
+    res = runner.invoke(app, [*args, "--full"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "asked for" in res.output and "incremental" not in res.output

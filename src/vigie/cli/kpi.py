@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from vigie.cli.render import Table, console
 from vigie.errors import UsageError
@@ -156,6 +157,10 @@ def refresh(
         table.add_row(f.fact, f.mode, f"{f.rows:,}", days, f"{f.seconds:.2f}", f.why)
     console.print(table)
     console.print(f"{len(done)} facts refreshed in {sum(f.seconds for f in done):.1f} s.")
+    for f in done:
+        if f.error:
+            console.print(f"[yellow]note[/] no pattern protects fact {escape(f.fact)}: its "
+                          f"answers are refused. {escape(f.error)}")  # fmt: skip
 
 
 def render_result(result: KpiResult, kpi: Kpi, format: str) -> None:

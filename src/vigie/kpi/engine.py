@@ -12,7 +12,7 @@ from vigie.kpi import calendar
 from vigie.kpi.fit import check_against_store, rollup_name
 from vigie.kpi.model import Metrics
 from vigie.kpi.patterns import pattern_for, sync_horizon
-from vigie.kpi.protect import PRIMARY, Pattern
+from vigie.kpi.protect import PRIMARY, Pattern, ProtectionError
 from vigie.kpi.query import KpiQuery, compile_query, q, validate
 from vigie.kpi.suppress import Cell
 from vigie.stores.duckdb_store import Store
@@ -152,8 +152,12 @@ def refresh_rollups(store: Store, metrics: Metrics, *, full: bool = False) -> di
     from vigie.kpi.refresh import refresh
 
     timings: dict[str, float] = {}
-    for done in refresh(store, metrics, full=full):
-        timings.update({k: v for k, v in done.timings.items() if k not in ("states", "stats")})
+    done = refresh(store, metrics, full=full)
+    for fact in done:
+        timings.update({k: v for k, v in fact.timings.items() if k not in ("states", "stats")})
+    if failed := [f for f in done if f.error]:  # the others are refreshed; these refused
+        raise ProtectionError(failed[0].error, hint=f"Answers for fact '{failed[0].fact}' "
+                              "are refused until a pattern protects it.")  # fmt: skip
     return timings
 
 

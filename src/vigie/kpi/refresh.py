@@ -58,8 +58,8 @@ class FactRefresh:
     """What one fact's refresh did."""
 
     fact: str
-    mode: str  # "incremental" or "full"
-    why: str  # why full (empty when incremental)
+    mode: str  # "incremental", "difference" (evaluated whole, compared) or "full"
+    why: str  # why full (empty otherwise)
     rows: int  # fact rows gained and lost (full: every row)
     days: int | None  # days whose rollup rows were rewritten (None: all)
     seconds: float = 0.0
