@@ -351,3 +351,18 @@ def test_cli_refresh_says_how_each_fact_was_refreshed(fleet):
     assert "events" in res.output and "incremental" in res.output and "difference" in res.output
     res = runner.invoke(app, [*args, "--full"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "asked for" in res.output and "incremental" not in res.output
+
+
+def test_a_change_log_nobody_reads_does_not_grow_without_end(fleet):
+    """Syncs without refreshes: once a log outgrows its table, the logs and states go
+    and the next refresh is a full one (equal to the reference, like any other)."""
+    dsn, store, keys = fleet
+    for _ in range(3):
+        prod_exec(dsn, "UPDATE devices SET last_seen_at = datetime(last_seen_at, '+1 minute'), "
+                       "updated_at = (SELECT datetime(MAX(updated_at), '+1 minute') FROM "
+                       "devices)")  # every device read again and replaced  # fmt: skip
+        sync(dsn, EXAMPLE_POLICY, store, keys)
+    with Store(store, keys) as s:
+        assert not s.rows("SELECT 1 FROM duckdb_tables() WHERE table_name LIKE 'before__%'")
+    done = {f.fact: f for f in refreshed_equals_rebuilt(store, keys)}
+    assert done["events"].mode == "full"

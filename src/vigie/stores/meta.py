@@ -279,6 +279,22 @@ def _log_from(con: Any, table: str, run_id: int) -> None:
                 [f"change_log_from:{table}", str(run_id)])  # fmt: skip
 
 
+def bound_change_logs(con: Any) -> bool:
+    """A change log no refresh reads (syncs with ``--no-rollups`` and no ``vigie kpi
+    refresh``) would grow without end: once one holds more rows than its table, the logs
+    and the states go (``reset_changes``), and the next refresh rebuilds in full, which
+    then costs less than reading the log. Returns whether they went."""
+    sql = ("SELECT table_name, estimated_size FROM duckdb_tables() WHERE database_name = "
+           "'store' AND schema_name = ?")  # fmt: skip
+    sizes = {(s, t): n for s in (META, "main") for t, n in con.execute(sql, [s]).fetchall()}
+    for (schema, name), rows in sizes.items():
+        table = name.removeprefix(BEFORE)
+        if schema == META and name != table and rows > max(1000, sizes.get(("main", table), 0)):
+            reset_changes(con)
+            return True
+    return False
+
+
 def change_log_from(store: Store, table: str) -> int | None:
     """The run after which the change log of ``table`` holds every change (None: it has
     no log)."""

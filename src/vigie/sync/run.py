@@ -18,7 +18,7 @@ from vigie.policy.model import Policy
 from vigie.sources import open_source
 from vigie.sources.base import Filter, RowCounters, Source
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import META, record_policy, reset_changes
+from vigie.stores.meta import META, bound_change_logs, record_policy, reset_changes
 from vigie.sync.ahead import ReadAhead
 from vigie.sync.converge import PolicyChanges, apply_removals, mark_converged, plan_changes
 from vigie.sync.deletes import VERIFY_EVERY, counter_delta
@@ -179,6 +179,8 @@ class Syncer:
             ]  # fmt: skip
             report.tables = _run_tables(store, run_id, tables, ahead)
             report.read_ahead = ahead.used
+            with store.transaction() as con:
+                bound_change_logs(con)
             _end_run(store, run_id, report)
             done = True
         finally:
