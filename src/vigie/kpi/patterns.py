@@ -3,6 +3,8 @@ rollups after each sync, and read back for the periods an answer shows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -46,22 +48,51 @@ def compute_pattern(store: Store, metrics: Metrics, fact: Fact,
     ``horizon`` (default: the start of the store's last completed sync)."""
     shape = shape_of(metrics, fact)
     until = calendar.publishable_end("day", horizon or sync_horizon(store))
-    source = f"vigie_pattern_{fact.name}"
-    columns = ", ".join(q(c) for c in columns_needed(fact, shape))
-    store.con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM ({fact.sql}) "
-        f"WHERE {q(fact.time)} < ?",
-        [until],
-    )
-    try:
+    with _fact_rows(store, fact, shape, f"{q(fact.time)} < ?", [until]) as source:
         stats = _stats(store, fact, shape, source)
-        rows = _rows_of_small_weeks(store, metrics, fact, shape, source, stats)
-    finally:
-        store.con.execute(f"DROP TABLE IF EXISTS {source}")
+        rows = _rows_of(store, fact, shape, source, _small_weeks_days(metrics, stats))
+    return _planned(metrics, fact, stats, until, rows)
+
+
+def pattern_from_stats(store: Store, metrics: Metrics, fact: Fact, stats: dict[Key, Stats],
+                       until: datetime) -> Pattern:  # fmt: skip
+    """The pattern from the cells' counts kept by the refresh (``kpi.refresh``): the rows
+    of the weeks holding a small day are read from the fact for those days only."""
+    shape = shape_of(metrics, fact)
+    days = _small_weeks_days(metrics, stats)
+    rows: dict[datetime, list[Row]] = {}
+    if days:
+        t = q(fact.time)
+        span = [days[0], days[-1] + timedelta(days=1), until]
+        with _fact_rows(store, fact, shape, f"{t} >= ? AND {t} < ? AND {t} < ?", span) as source:
+            rows = _rows_of(store, fact, shape, source, days)
+    return _planned(metrics, fact, stats, until, rows)
+
+
+def _planned(metrics: Metrics, fact: Fact, stats: dict[Key, Stats], until: datetime,
+             rows: dict[datetime, list[Row]]) -> Pattern:  # fmt: skip
     planner = Planner(stats, fact.dimensions, until, rows)
     for each in metrics.ks:
         planner.run(each)
     return Pattern(fact.name, max(metrics.ks), until, planner.suppressed)
+
+
+@contextmanager
+def _fact_rows(store: Store, fact: Fact, shape: Shape, where: str,
+               params: Sequence[object]) -> Iterator[str]:  # fmt: skip
+    """A temporary table of the fact's rows ``where`` selects, with the columns a pattern
+    reads; yields its name."""
+    source = f"vigie_pattern_{fact.name}"
+    columns = ", ".join(q(c) for c in columns_needed(fact, shape))
+    store.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM ({fact.sql}) "
+        f"WHERE {where}",
+        params,
+    )
+    try:
+        yield source
+    finally:
+        store.con.execute(f"DROP TABLE IF EXISTS {source}")
 
 
 def _stats(store: Store, fact: Fact, shape: Shape, source: str) -> dict[Key, Stats]:
@@ -74,15 +105,18 @@ def _stats(store: Store, fact: Fact, shape: Shape, source: str) -> dict[Key, Sta
     return stats
 
 
-def _rows_of_small_weeks(store: Store, metrics: Metrics, fact: Fact, shape: Shape, source: str,
-                         stats: dict[Key, Stats]) -> dict[datetime, list[Row]]:  # fmt: skip
-    """The distinct rows of the weeks that hold a small day: the planner's moves copy
-    them (a row the fact can hold)."""
+def _small_weeks_days(metrics: Metrics, stats: dict[Key, Stats]) -> list[datetime]:
+    """The days of the weeks that hold a small day, in order."""
     k = max(metrics.ks)
-    weeks = {calendar.week_of(p) for (g, p, d, _), s in stats.items()
-             if g == "day" and d is None and any(0 < u < k for u in s.users)}  # fmt: skip
-    days = sorted(p for (g, p, d, _) in stats if g == "day" and d is None
-                  and calendar.week_of(p) in weeks)  # fmt: skip
+    days = [(p, s) for (g, p, d, _), s in stats.items() if g == "day" and d is None]
+    weeks = {calendar.week_of(p) for p, s in days if any(0 < u < k for u in s.users)}
+    return sorted(p for p, _ in days if calendar.week_of(p) in weeks)
+
+
+def _rows_of(store: Store, fact: Fact, shape: Shape, source: str,
+             days: list[datetime]) -> dict[datetime, list[Row]]:  # fmt: skip
+    """The distinct rows of ``days`` (those of the weeks holding a small day): the
+    planner's moves copy them (a row the fact can hold)."""
     rows: dict[datetime, list[Row]] = {}
     width = len(fact.dimensions)
     for start in range(0, len(days), 500):
@@ -91,36 +125,6 @@ def _rows_of_small_weeks(store: Store, metrics: Metrics, fact: Fact, shape: Shap
             row = Row(hour, tuple(rest[:width]), tuple(bool(m) for m in rest[width:]))
             rows.setdefault(calendar.midnight(hour), []).append(row)
     return rows
-
-
-def pattern_from_stats(store: Store, metrics: Metrics, fact: Fact, stats: dict[Key, Stats],
-                       until: datetime) -> Pattern:  # fmt: skip
-    """The pattern from the cells' counts kept by the refresh (``kpi.refresh``): the rows
-    of the weeks holding a small day are read from the fact for those days only."""
-    shape = shape_of(metrics, fact)
-    source = f"vigie_pattern_{fact.name}"
-    days = sorted(p for (g, p, d, _), s in stats.items() if g == "day" and d is None)
-    k = max(metrics.ks)
-    weeks = {calendar.week_of(p) for (g, p, d, _), s in stats.items()
-             if g == "day" and d is None and any(0 < u < k for u in s.users)}  # fmt: skip
-    wanted = [d for d in days if calendar.week_of(d) in weeks]
-    rows: dict[datetime, list[Row]] = {}
-    if wanted:
-        columns = ", ".join(q(c) for c in columns_needed(fact, shape))
-        t = q(fact.time)
-        store.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM ({fact.sql}) "
-            f"WHERE {t} >= ? AND {t} < ? AND {t} < ?",
-            [wanted[0], wanted[-1] + timedelta(days=1), until],
-        )
-        try:
-            rows = _rows_of_small_weeks(store, metrics, fact, shape, source, stats)
-        finally:
-            store.con.execute(f"DROP TABLE IF EXISTS {source}")
-    planner = Planner(stats, fact.dimensions, until, rows)
-    for each in metrics.ks:
-        planner.run(each)
-    return Pattern(fact.name, max(metrics.ks), until, planner.suppressed)
 
 
 def save_pattern(store: Store, pattern: Pattern, run_id: int, seconds: float) -> None:

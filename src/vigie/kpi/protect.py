@@ -90,14 +90,14 @@ def shape_of(metrics: Metrics, fact: Fact) -> Shape:
             continue
         populations.append(kpi.population)
         supports.append(kpi.population)
-        for simple in _simples(kpi.measure):
+        for simple in simples(kpi.measure):
             if isinstance(simple, Count):
                 supports.append(simple.column)
             supports.append(simple.where)
     return Shape(_unique(populations or [None]), _unique(supports))
 
 
-def _simples(measure: object) -> list[Simple]:
+def simples(measure: object) -> list[Simple]:
     if isinstance(measure, Ratio):
         return [measure.numerator, measure.denominator]
     if isinstance(measure, ShareWithin):

@@ -28,11 +28,8 @@ from vigie.kpi.model import (
     Fact,
     Metrics,
     Quantile,
-    Ratio,
-    ShareWithin,
-    Simple,
 )
-from vigie.kpi.protect import shape_of
+from vigie.kpi.protect import shape_of, simples
 from vigie.kpi.query import q
 from vigie.stores.meta import KPI_STATE, ROLLUP_SCHEMA
 
@@ -116,14 +113,6 @@ def plan_for(metrics: Metrics, fact: Fact) -> Plan:
     dims = tuple(dict.fromkeys(d for group in fact.rollups for d in group))
     return Plan(fact, tuple(counters), supports, families, tuple(quantiles), dims,
                 len(shape.populations))  # fmt: skip
-
-
-def simples(measure: object) -> list[Simple]:
-    if isinstance(measure, Ratio):
-        return [measure.numerator, measure.denominator]
-    if isinstance(measure, ShareWithin):
-        return [measure.measure]
-    return [measure]  # type: ignore[list-item]
 
 
 def _add(items: list[Any], item: object) -> int:
