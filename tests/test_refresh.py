@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import EXAMPLE_POLICY
 from helpers import prod, prod_exec, synced_fleet
+from vigie.errors import UsageError
 from vigie.fleet.tick import tick_fleet
 from vigie.kpi import maintain
 from vigie.kpi.delta import SIGN, delta_sql, incremental_shape
@@ -366,3 +367,46 @@ def test_a_change_log_nobody_reads_does_not_grow_without_end(fleet):
         assert not s.rows("SELECT 1 FROM duckdb_tables() WHERE table_name LIKE 'before__%'")
     done = {f.fact: f for f in refreshed_equals_rebuilt(store, keys)}
     assert done["events"].mode == "full"
+
+
+@pytest.mark.parametrize("cast", ["DECIMAL(9,2)", "FLOAT"])
+def test_a_quantile_the_states_cannot_keep_exactly_is_refused_by_name(fleet, tmp_path, cast):
+    """Kept as counts per value and read back as DOUBLE, a quantile of a DECIMAL or FLOAT
+    column would differ from the tables' answer: the refresh refuses, naming the column
+    and the fix, and keeps nothing of the attempt."""
+    _, store, keys = fleet
+    path = tmp_path / "metrics.yaml"
+    path.write_text(
+        "version: 1\nfacts:\n  slow:\n    time: time\n    user: user_id\n"
+        "    dimensions: [model]\n    rollups: [[]]\n    sql: |\n"
+        f"      SELECT e.ts AS time, d.user_id, d.model, CAST(e.rtt_ms AS {cast}) AS rtt\n"
+        "      FROM connection_events e JOIN devices d ON d.id = e.device_id\n"
+        "kpis:\n  slow_p95:\n    description: p95.\n    fact: slow\n"
+        "    measure: {quantile: rtt, p: 0.95}\n"
+    )
+    metrics = load_metrics(path)
+    with Store(store, keys) as s, pytest.raises(UsageError) as info:
+        refresh(s, metrics)
+    assert "a quantile of 'rtt'" in info.value.message and "AS DOUBLE" in (info.value.hint or "")
+    with Store(store, keys) as s:
+        assert not s.rows("SELECT 1 FROM duckdb_tables() WHERE table_name LIKE 'state__slow%'")
+
+
+def test_a_fact_that_fails_on_a_stored_value_never_shows_it(fleet, tmp_path):
+    """The engine's message quotes the value it could not convert: the refresh names the
+    fact and the problem, with the value redacted to its shape."""
+    _, store, keys = fleet
+    path = tmp_path / "metrics.yaml"
+    path.write_text(
+        "version: 1\nfacts:\n  odd:\n    time: time\n    user: user_id\n"
+        "    dimensions: [model]\n    rollups: [[]]\n    sql: |\n"
+        "      SELECT d.activated_at AS time, d.user_id, CAST(d.model AS INTEGER) AS model\n"
+        "      FROM devices d\n"
+        'kpis:\n  odd_count:\n    description: n.\n    fact: odd\n    measure: {count: "*"}\n'
+    )
+    with Store(store, keys) as s:
+        models = [m for (m,) in s.rows("SELECT DISTINCT model FROM devices")]
+        with pytest.raises(UsageError) as info:
+            refresh(s, load_metrics(path))
+    assert "Fact 'odd' cannot be refreshed" in info.value.message
+    assert not [m for m in models if m in info.value.message]

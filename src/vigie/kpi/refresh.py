@@ -23,6 +23,7 @@ from datetime import datetime
 
 import duckdb
 
+from vigie.db.quote import literal
 from vigie.errors import UsageError
 from vigie.kpi import calendar
 from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape, keyed_ctes, with_kept
@@ -34,6 +35,7 @@ from vigie.kpi.patterns import forget_pattern, pattern_from_stats, save_pattern,
 from vigie.kpi.protect import ProtectionError
 from vigie.kpi.query import q
 from vigie.kpi.state import Plan, ddl, plan_for, unsupported
+from vigie.scan.detectors import without_values
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import (
     BEFORE,
@@ -115,6 +117,7 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
         else:
             rows, days = _incremental(store, plan, since, until0, until)  # type: ignore[arg-type]
         timings["states"] = time.perf_counter() - started
+        _check_quantiles(plan, _types(store))
         _write_rollups(store, metrics, plan, days, run_id, timings)
         con.execute(f"INSERT OR REPLACE INTO {STATES} VALUES (?, ?, ?, ?, now())",
                     [fact.name, signature, run_id, until])  # fmt: skip
@@ -306,7 +309,7 @@ def _redo(store: Store, plan: Plan, now: str | None) -> Redo:
         cols = ", ".join(q(c) for c in _columns(plan))
         t = q(plan.fact.time)
         listed = [e for (e,) in store.rows(f"SELECT DISTINCT entity FROM {entities}")]
-        among = (", ".join(_literal(e) for e in listed) if len(listed) <= 2000
+        among = (", ".join(literal("duckdb", str(e)) for e in listed) if len(listed) <= 2000
                  else f"SELECT entity FROM {entities}")  # fmt: skip
         source = now or f"({plan.fact.sql})"
         _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_redo AS SELECT {cols}, 1::BIGINT "
@@ -317,10 +320,23 @@ def _redo(store: Store, plan: Plan, now: str | None) -> Redo:
     return rows
 
 
-def _literal(value: object) -> str:
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+# Types whose values a DOUBLE holds exactly, and whose quantile_cont DuckDB computes in DOUBLE
+# (BIGINT: up to 2^53, beyond any count or duration a fact holds).
+EXACT_QUANTILE_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                        "UINTEGER", "DOUBLE"}  # fmt: skip
+
+
+def _check_quantiles(plan: Plan, types: dict[str, str]) -> None:
+    """A quantile is kept as counts per value, read back as DOUBLE: the column must be one
+    whose quantile DuckDB computes in DOUBLE too, or the rollups would not be the tables'."""
+    for column, _ in plan.quantiles:
+        if types.get(column) not in EXACT_QUANTILE_TYPES:
+            raise UsageError(
+                f"{plan.fact.where}: fact '{plan.fact.name}': a KPI takes a quantile of "
+                f"'{column}', of type {types.get(column)}; rollups keep quantiles of integer "
+                "and DOUBLE columns only.",
+                hint=f"Cast it in the fact's SQL (CAST(... AS DOUBLE) AS {column}).",
+            )
 
 
 def _types(store: Store) -> dict[str, str]:
@@ -344,7 +360,8 @@ def _run(store: Store, plan: Plan, sql: str, params: list[object] | None = None)
         store.con.execute(sql, params or [])
     except duckdb.Error as exc:
         raise UsageError(
-            f"Fact '{plan.fact.name}' cannot be refreshed: {str(exc).splitlines()[0]}",
+            f"Fact '{plan.fact.name}' cannot be refreshed: "
+            f"{without_values(str(exc).splitlines()[0])}",
             hint=f"{plan.fact.where}: does the store hold the tables and columns its SQL reads?",
         ) from None
 
