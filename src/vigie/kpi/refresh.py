@@ -168,21 +168,6 @@ def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str
     return since, rows[0][2], ""
 
 
-def _columns(plan: Plan) -> list[str]:
-    """The fact's columns the states read."""
-    import re
-
-    fact = plan.fact
-    names: list[str | None] = [fact.time, *fact.dimensions]
-    for fam in plan.families:
-        names += [fam.column, *fam.filters]
-    for column, where in plan.quantiles:
-        names += [column, where]
-    for sql in plan.counters:
-        names += [m.replace('""', '"') for m in re.findall(r'"((?:[^"]|"")*)"', sql)]
-    return list(dict.fromkeys(n for n in names if n))
-
-
 def _logged_tables(fact: Fact) -> set[str]:
     """The tables whose change log the fact's refresh reads."""
     shape = incremental_shape(fact)
@@ -225,7 +210,7 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
         "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
         "schema_name = ? AND starts_with(table_name, ?)", [ROLLUP_SCHEMA, prefix]):  # fmt: skip
         store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
-    cols = ", ".join(q(c) for c in _columns(plan))
+    cols = ", ".join(q(c) for c in plan.reads)
     sql = plan.fact.sql if _is_spj(plan.fact) else _kept_ctes(store, plan, None)
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, 1::BIGINT AS "
          f"{SIGN}, {derived(plan.fact.time)} FROM ({sql})")  # fmt: skip
@@ -277,7 +262,7 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
                  until: datetime) -> tuple[int, list[datetime]]:  # fmt: skip
     """The rows gained and lost since run ``since`` into the states; returns their number
     and the days whose cells changed."""
-    cols = ", ".join(q(c) for c in _columns(plan))
+    cols = ", ".join(q(c) for c in plan.reads)
     shape = incremental_shape(plan.fact)
     if isinstance(shape, Shape):
         changed = {t for t in shape.names if _changed(store, t, since)}
@@ -306,7 +291,7 @@ def _redo(store: Store, plan: Plan, now: str | None) -> Redo:
     pushed down into (a long one is a semi-join)."""
 
     def rows(column: str, entities: str, start: datetime, stop: datetime) -> str:
-        cols = ", ".join(q(c) for c in _columns(plan))
+        cols = ", ".join(q(c) for c in plan.reads)
         t = q(plan.fact.time)
         listed = [e for (e,) in store.rows(f"SELECT DISTINCT entity FROM {entities}")]
         among = (", ".join(literal("duckdb", str(e)) for e in listed) if len(listed) <= 2000

@@ -61,6 +61,7 @@ class Plan:
     quantiles: tuple[tuple[str, str | None], ...]  # (column, where)
     rollup_dims: tuple[str, ...]
     npop: int
+    reads: tuple[str, ...]  # the fact's columns the states read
 
     def table(self, part: str) -> str:
         return f"{ROLLUP_SCHEMA}.{q(f'{KPI_STATE}{self.fact.name}__{part}')}"
@@ -96,10 +97,12 @@ def plan_for(metrics: Metrics, fact: Fact) -> Plan:
     supports = tuple(_add(counters, when(s)) for s in shape.supports)
     filters: dict[str, list[str | None]] = {fact.user: list(shape.populations)}
     quantiles: list[tuple[str, str | None]] = []
+    reads: list[str | None] = [fact.time, *fact.dimensions, *shape.supports]
     for kpi in metrics.kpis.values():
         if kpi.fact.name != fact.name:
             continue
         for simple in simples(kpi.measure):
+            reads += [getattr(simple, "column", None), simple.where]
             if isinstance(simple, Count):
                 _add(counters, when(simple.column, simple.where))
             elif isinstance(simple, CountDistinct):
@@ -111,8 +114,9 @@ def plan_for(metrics: Metrics, fact: Fact) -> Plan:
         for i, (col, wanted) in enumerate(filters.items())
     )
     dims = tuple(dict.fromkeys(d for group in fact.rollups for d in group))
+    reads += [c for f in families for c in (f.column, *f.filters)]
     return Plan(fact, tuple(counters), supports, families, tuple(quantiles), dims,
-                len(shape.populations))  # fmt: skip
+                len(shape.populations), tuple(dict.fromkeys(c for c in reads if c)))  # fmt: skip
 
 
 def _add(items: list[Any], item: object) -> int:
