@@ -410,3 +410,22 @@ def test_a_fact_that_fails_on_a_stored_value_never_shows_it(fleet, tmp_path):
             refresh(s, load_metrics(path))
     assert "Fact 'odd' cannot be refreshed" in info.value.message
     assert not [m for m in models if m in info.value.message]
+
+
+def test_change_logs_ignore_case_as_the_engine_does(fleet):
+    """DuckDB's names ignore case, so a fact may spell a table otherwise than the policy
+    does: the log a refresh starts under one spelling is the one the sync writes under
+    the other, and store verify knows it."""
+    from vigie.stores.meta import change_log_from, log_replaced, start_change_log
+
+    _, store, keys = fleet
+    with Store(store, keys) as s:
+        s.con.execute('CREATE TABLE "Cams" AS SELECT * FROM devices')
+        with s.transaction() as con:
+            start_change_log(con, "cams", 7)  # as a fact writes it
+            log_replaced(con, "Cams", 'SELECT rowid FROM "Cams" LIMIT 3', 8)  # as the sync
+        assert s.rows('SELECT COUNT(*) FROM _vigie."before__cams"')[0][0] == 3
+        assert change_log_from(s, "CAMS") == 7
+    found = [f.where for f in verify_store(store, load_policy(EXAMPLE_POLICY), keys)
+             if f.check == "foreign" and "before" in f.where]  # fmt: skip
+    assert found == []

@@ -21,7 +21,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from vigie.kpi.model import Fact
-from vigie.stores.meta import BEFORE, META, REPLACED_BY, quote
+from vigie.stores.meta import REPLACED_BY, log_table, quote
 
 if TYPE_CHECKING:
     from sqlglot import exp
@@ -162,7 +162,7 @@ def _read(shape: Shape, alias: str, stored: list[str]) -> list[str]:
 def _old(table: str, since: int) -> str:
     """The table as it was after run ``since``: rows not touched since, and the stored
     versions of those replaced or deleted since."""
-    t, log = quote(table), f"{META}.{quote(BEFORE + table)}"
+    t, log = quote(table), log_table(table)
     return (
         f"SELECT * FROM {t} WHERE _vigie_run <= {since} UNION ALL "
         f"SELECT * EXCLUDE ({REPLACED_BY}) FROM {log} WHERE _vigie_run <= {since} "
@@ -173,7 +173,7 @@ def _old(table: str, since: int) -> str:
 def _delta(table: str, since: int, read: list[str]) -> str:
     """The rows runs after ``since`` added (+n) and took away (-n), on the columns the
     fact reads: a row replaced by one equal on those columns cancels out."""
-    t, log = quote(table), f"{META}.{quote(BEFORE + table)}"
+    t, log = quote(table), log_table(table)
     cols = ", ".join(quote(c) for c in read)
     return (
         f"SELECT {cols}, SUM(s)::BIGINT AS {SIGN} FROM (SELECT {cols}, 1 AS s FROM {t} "

@@ -38,12 +38,12 @@ from vigie.kpi.state import Plan, ddl, plan_for, unsupported
 from vigie.scan.detectors import without_values
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import (
-    BEFORE,
     KPI_STATE,
     META,
     REPLACED_BY,
     ROLLUP_SCHEMA,
     change_log_from,
+    log_table,
     start_change_log,
     trim_change_log,
 )
@@ -189,7 +189,7 @@ def _kept_ctes(store: Store, plan: Plan, since: int | None) -> str:
         if since is None:
             _run(store, plan, f"CREATE OR REPLACE TABLE {table} AS {cte.sql}")
             continue
-        key, log = q(cte.key), f"{META}.{q(BEFORE + cte.table)}"
+        key, log = q(cte.key), log_table(cte.table)
         store.con.execute(
             f"CREATE OR REPLACE TEMP TABLE vigie_keys AS SELECT DISTINCT {key} AS k FROM "
             f"{q(cte.table)} WHERE _vigie_run > {since} UNION SELECT {key} FROM {log} "
@@ -331,13 +331,14 @@ def _types(store: Store) -> dict[str, str]:
 def _changed(store: Store, table: str, since: int) -> bool:
     return bool(store.rows(
         f"SELECT 1 FROM {q(table)} WHERE _vigie_run > ? UNION ALL SELECT 1 FROM "
-        f"{META}.{q(BEFORE + table)} WHERE {REPLACED_BY} > ? LIMIT 1", [since, since]))  # fmt: skip
+        f"{log_table(table)} WHERE {REPLACED_BY} > ? LIMIT 1", [since, since]))  # fmt: skip
 
 
 def _stored_columns(store: Store, table: str) -> list[str]:
     return [c for (c,) in store.rows(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
-        "schema_name = 'main' AND table_name = ? ORDER BY column_index", [table])]  # fmt: skip
+        "schema_name = 'main' AND lower(table_name) = lower(?) ORDER BY column_index",
+        [table])]  # fmt: skip
 
 
 def _run(store: Store, plan: Plan, sql: str, params: list[object] | None = None) -> None:

@@ -244,7 +244,7 @@ def _log_fits(store: Store, table: str) -> bool:
     def columns(schema: str, name: str) -> set[str]:
         return {c for (c,) in store.rows(
             "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
-            "schema_name = ? AND table_name = ?", [schema, name])}  # fmt: skip
+            "schema_name = ? AND lower(table_name) = lower(?)", [schema, name])}  # fmt: skip
 
     held = columns("main", table)
     return bool(held) and columns(META, BEFORE + table) == held | {REPLACED_BY}

@@ -241,7 +241,7 @@ def log_replaced(con: Any, table: str, rowids: str, run_id: int) -> None:
     if not _has_log(con, table):
         return
     con.execute(
-        f"INSERT INTO {META}.{quote(BEFORE + table)} SELECT t.*, ? FROM {quote(table)} t "
+        f"INSERT INTO {log_table(table)} SELECT t.*, ? FROM {quote(table)} t "
         f"WHERE t.rowid IN ({rowids})",
         [run_id],
     )
@@ -250,7 +250,13 @@ def log_replaced(con: Any, table: str, rowids: str, run_id: int) -> None:
 def _has_log(con: Any, table: str) -> bool:
     return bool(con.execute(
         "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
-        "AND table_name = ?", [META, BEFORE + table]).fetchall())  # fmt: skip
+        "AND lower(table_name) = ?", [META, BEFORE + table.lower()]).fetchall())  # fmt: skip
+
+
+def log_table(table: str) -> str:
+    """The change log of ``table``. DuckDB's names ignore case: so do the logs' (a fact
+    may spell a table otherwise than the policy does)."""
+    return f"{META}.{quote(BEFORE + table.lower())}"
 
 
 def start_change_log(con: Any, table: str, run_id: int) -> None:
@@ -258,7 +264,7 @@ def start_change_log(con: Any, table: str, run_id: int) -> None:
     if _has_log(con, table):
         return
     con.execute(
-        f"CREATE TABLE {META}.{quote(BEFORE + table)} AS SELECT *, "
+        f"CREATE TABLE {log_table(table)} AS SELECT *, "
         f"NULL::INTEGER AS {REPLACED_BY} FROM {quote(table)} LIMIT 0"
     )
     _log_from(con, table, run_id)
@@ -268,7 +274,7 @@ def trim_change_log(con: Any, table: str, through_run: int) -> None:
     """Forget the changes of runs up to ``through_run``: a refresh has them."""
     if _has_log(con, table):
         con.execute(
-            f"DELETE FROM {META}.{quote(BEFORE + table)} WHERE {REPLACED_BY} <= ?",
+            f"DELETE FROM {log_table(table)} WHERE {REPLACED_BY} <= ?",
             [through_run],
         )
         _log_from(con, table, through_run)
@@ -276,7 +282,7 @@ def trim_change_log(con: Any, table: str, through_run: int) -> None:
 
 def _log_from(con: Any, table: str, run_id: int) -> None:
     con.execute(f"INSERT OR REPLACE INTO {META}.meta VALUES (?, ?)",
-                [f"change_log_from:{table}", str(run_id)])  # fmt: skip
+                [f"change_log_from:{table.lower()}", str(run_id)])  # fmt: skip
 
 
 def bound_change_logs(con: Any) -> bool:
@@ -286,7 +292,7 @@ def bound_change_logs(con: Any) -> bool:
     then costs less than reading the log. Returns whether they went."""
     sql = ("SELECT table_name, estimated_size FROM duckdb_tables() WHERE database_name = "
            "'store' AND schema_name = ?")  # fmt: skip
-    sizes = {(s, t): n for s in (META, "main") for t, n in con.execute(sql, [s]).fetchall()}
+    sizes = {(s, t.lower()): n for s in (META, "main") for t, n in con.execute(sql, [s]).fetchall()}
     for (schema, name), rows in sizes.items():
         table = name.removeprefix(BEFORE)
         if schema == META and name != table and rows > max(1000, sizes.get(("main", table), 0)):
@@ -298,10 +304,11 @@ def bound_change_logs(con: Any) -> bool:
 def change_log_from(store: Store, table: str) -> int | None:
     """The run after which the change log of ``table`` holds every change (None: it has
     no log)."""
-    rows = store.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [f"change_log_from:{table}"])
+    key = f"change_log_from:{table.lower()}"
+    rows = store.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [key])
     logged = store.rows(
         "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
-        "AND table_name = ?", [META, BEFORE + table])  # fmt: skip
+        "AND lower(table_name) = ?", [META, BEFORE + table.lower()])  # fmt: skip
     return int(rows[0][0]) if rows and logged else None
 
 
