@@ -18,6 +18,21 @@ if [ ! -x /usr/bin/chromium ]; then
     missing=1
   fi
 fi
+# The Spark engine's tests: a JDK (javac builds vigie's Parquet KMS client) and Debian's JDBC
+# drivers for PostgreSQL and MariaDB (Spark reads production through them).
+spark_pkgs=()
+command -v javac >/dev/null 2>&1 || spark_pkgs+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/postgresql.jar ] || spark_pkgs+=(libpostgresql-jdbc-java)
+[ -f /usr/share/java/mariadb-java-client.jar ] || spark_pkgs+=(libmariadb-java)
+if [ ${#spark_pkgs[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "services: installing ${spark_pkgs[*]} for the Spark engine"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${spark_pkgs[@]}" >/dev/null || { echo "services: apt-get install ${spark_pkgs[*]} failed"; missing=1; }
+  else
+    echo "services: the Spark engine needs ${spark_pkgs[*]} (Debian packages): install them."
+    missing=1
+  fi
+fi
 if ! pg_up; then
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     echo "services: starting PostgreSQL"
@@ -38,5 +53,5 @@ if ! my_up; then
     missing=1
   fi
 fi
-[ "$missing" = 0 ] && echo "services: PostgreSQL and MariaDB are up"
+[ "$missing" = 0 ] && echo "services: PostgreSQL and MariaDB are up; JDK and JDBC drivers present"
 exit "$missing"

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Declared KPIs over the store, with small-cell suppression.")
 
-StoreOpt = Annotated[Path, typer.Option("--store", help="The store file.")]
+StoreOpt = Annotated[
+    Path, typer.Option("--store", help="The store file (or a folder built by --engine spark).")
+]
 KeyfileOpt = Annotated[Path | None, typer.Option(help="Keyfile (else VIGIE_KEYFILE, ...).")]
 MetricsOpt = Annotated[Path | None, typer.Option(help="A metrics file adding to the shipped one.")]
 By = Annotated[str, typer.Option("--by", help="One dimension (answers show one at a time).")]
@@ -73,6 +75,12 @@ def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -
     from vigie.serve.protocol import ask, running, socket_path
     from vigie.stores.duckdb_store import Store
 
+    from vigie.spark.lake import is_lake, local_store
+
+    if is_lake(store):  # a Spark-built store, read on this machine
+        with local_store(store, load_keys(keyfile)) as s:
+            lock_down(s)
+            return run_kpi(s, metrics, default_range(s, metrics, query))
     if running(store):
         if metrics.sources[1:] or metrics.min_users != metrics.base_min_users:
             raise UsageError(

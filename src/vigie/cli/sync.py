@@ -58,7 +58,14 @@ class Console:
 def sync_command(
     from_: Annotated[str, typer.Option("--from", help="Production DSN.")],
     policy: Annotated[Path, typer.Option(help="The policy file.")],
-    store: Annotated[Path, typer.Option(help="The store file, e.g. store/vigie.duckdb.")],
+    store: Annotated[
+        Path,
+        typer.Option(
+            "--store",
+            "--to",
+            help="The store: a DuckDB file (store/vigie.duckdb), or with --engine spark a folder.",
+        ),
+    ],
     keyfile: Keyfile = None,
     batch_rows: Annotated[
         int, typer.Option(help="Rows per batch (memory vs. overhead).")
@@ -84,6 +91,15 @@ def sync_command(
             "off): finds updates the cursor missed and rewrites them. Reads whole tables."
         ),
     ] = "24h",
+    engine: Annotated[
+        str, typer.Option(help="duckdb (one machine, one file) or spark (a Parquet dataset).")
+    ] = "duckdb",
+    master: Annotated[
+        str | None, typer.Option(help="With --engine spark: the Spark master (local[2]).")
+    ] = None,
+    remote: Annotated[
+        str | None, typer.Option(help="With --engine spark: a Spark Connect URL (sc://host:port).")
+    ] = None,
     rebuild: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,8 +116,14 @@ def sync_command(
     backfilled; the plan is printed before anything changes."""
     from vigie.db.dsn import parse_dsn
     from vigie.keys import load_keys
+    from vigie.spark.target import check_engine_args
     from vigie.sync.service import SyncService, SyncSettings
 
+    target = check_engine_args(engine, master, remote)
+    if target is not None:
+        _spark_sync(from_, policy, store, keyfile, batch_rows, target,
+                    bool(every or rebuild or metrics))  # fmt: skip
+        return
     if runs is not None and (runs < 1 or every is None):
         raise UsageError("--runs needs --every and must be at least 1.")
     interval = parse_interval(every) if every is not None else None
@@ -125,6 +147,30 @@ def sync_command(
                 pass
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _spark_sync(from_: str, policy: Path, store: Path, keyfile: Path | None, batch_rows: int,
+                target: object, extra: bool) -> None:  # fmt: skip
+    """``--engine spark``: one run into a lake (``vigie.spark.sync``)."""
+    from vigie.db.dsn import parse_dsn
+    from vigie.keys import load_keys
+    from vigie.spark.sync import spark_sync
+
+    if extra:
+        raise UsageError(
+            "--every, --rebuild and --metrics are not supported with --engine spark.",
+            hint="Schedule `vigie sync --engine spark` from cron or your scheduler.",
+        )
+    keys = load_keys(keyfile)
+    with sync_progress() as progress:
+        report = spark_sync(parse_dsn(from_), policy, store, keys, target,  # type: ignore[arg-type]
+                            progress=progress, batch_rows=batch_rows)  # fmt: skip
+    sync_summary(report, keys.source)
+    if report.failed:
+        raise SyncError(
+            "\n".join(t.message for t in report.failed),
+            hint="The other tables were synced; fix the rule and run it again.",
+        )
 
 
 def parse_span(text: str) -> float:

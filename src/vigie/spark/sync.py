@@ -1,0 +1,400 @@
+"""`vigie sync --engine spark`: one run over every table of the policy, on Spark.
+
+Before anything runs on Spark, the driver does what the DuckDB path does, with the same
+code: load the policy, check the pseudonym engine against Python's ``hmac``, introspect
+production in one snapshot, and check it against the policy and the store (default deny,
+type drift, keys, cursors: ``vigie.sync.plan``). Then, per table:
+- a *full* load (first run, or the table's stored columns changed): production read in
+  parallel over the primary key, masked and scanned on the executors, written as a new
+  version;
+- a *delta*: the rows whose cursor moved (``cursor >= watermark``, as the DuckDB path),
+  masked and scanned, merged by key into the current version; deletes found by comparing
+  row counts per key bucket with production, and reading production's keys for the
+  buckets that differ only; the deleted keys are recorded as in a DuckDB store.
+A table the content scan stops keeps its current version; the others go on. The run ends
+by replacing the manifest (``vigie.spark.lake``): readers see all of the run or none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from vigie.db.dsn import Dsn
+from vigie.errors import ScanHit, SyncError, VigieError
+from vigie.keys import Keys
+from vigie.policy.compile import BUCKET_COLUMN, CompiledTable
+from vigie.policy.hmac_engine import self_test
+from vigie.policy.load import load_policy
+from vigie.scan.detectors import without_values
+from vigie.sources import open_source
+from vigie.sources.base import Source, bucketed
+from vigie.spark import jdbc, kms, lake
+from vigie.spark.session import spark_session
+from vigie.spark.target import SparkTarget
+from vigie.spark.tasks import (
+    DAY_COLUMN,
+    RUN_COLUMN,
+    arrow_type,
+    masked_batches,
+    masked_keys,
+    reraise,
+)
+from vigie.stores.duckdb_store import Store, q
+from vigie.stores.meta import META, column_records, forget_table, record_column
+from vigie.sync.plan import make_plan
+from vigie.sync.run import SyncReport, _begin_run, _end_run, _record_table, check_source
+from vigie.sync.state import (
+    Progress,
+    TableResult,
+    delta_filter,
+    held_target,
+    load_state,
+    split,
+)
+from vigie.sync.writer import column_record, store_type
+
+BUCKET_WIDTH = 4096
+
+
+@dataclass
+class _Pending:
+    """What a table's run changes in the metadata once the manifest is replaced."""
+
+    compiled: CompiledTable
+    target: Any
+    deleted: pa.Table | None
+
+
+def spark_sync(
+    dsn: Dsn,
+    policy_path: Path,
+    root: Path,
+    keys: Keys,
+    target: SparkTarget,
+    *,
+    progress: Progress | None = None,
+    batch_rows: int = 500_000,
+) -> SyncReport:
+    started = time.perf_counter()
+    jdbc.jdbc_url(dsn)  # only servers: refused before anything starts
+    policy = load_policy(policy_path)
+    self_test(keys.pseudonym_key)
+    spark = spark_session(target)
+    configure_encryption(spark, keys)
+    source = open_source(dsn)
+    try:
+        with lake.open_meta(root, keys, create=True) as meta:
+            report = _run(spark, source, dsn, policy, root, meta, keys, progress, batch_rows)
+    finally:
+        source.close()
+    report.seconds = time.perf_counter() - started
+    report.hmac_engine = f"{report.hmac_engine} on Spark ({target.name})"
+    return report
+
+
+def configure_encryption(spark: Any, keys: Keys) -> None:
+    """Parquet modular encryption for every file this session writes or reads."""
+    spark.conf.set("parquet.crypto.factory.class",
+                   "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory")  # fmt: skip
+    spark.conf.set("parquet.encryption.kms.client.class", kms.KMS_CLASS)
+    spark.conf.set("parquet.encryption.key.access.token", kms.access_token(keys))
+
+
+def _run(spark: Any, source: Source, dsn: Dsn, policy: Any, root: Path, meta: Store,
+         keys: Keys, progress: Progress | None, batch_rows: int) -> SyncReport:  # fmt: skip
+    source.snapshot()
+    snapshot = getattr(source, "snapshot_id", None) if dsn.engine == "postgresql" else None
+    check_source(meta, source.identity(), dsn)
+    plan = make_plan(policy, source, meta, keys.pseudonym_key)
+    run_id = _begin_run(meta, dsn, policy, _now())
+    report = SyncReport(run_id, str(dsn), root, _now(), unlisted=plan.unlisted)
+    previous = lake.manifest(root)
+    versions = {n: v for n, v in previous.items() if n in policy.tables}
+    pending: list[_Pending] = []
+    for compiled in plan.tables:
+        table = _TableRun(spark, source, dsn, snapshot, compiled, keys, meta, root, run_id,
+                          batch_rows, progress)  # fmt: skip
+        try:
+            version = table.run(previous.get(compiled.policy.name))
+            if version is not None:
+                versions[compiled.policy.name] = version
+            pending.append(_Pending(compiled, table.target, table.deleted))
+        except ScanHit as exc:
+            table.result.status, table.result.message = "stopped", str(exc)
+        report.tables.append(table.result)
+    lake.write_manifest(root, run_id, versions)  # the run is visible from here on
+    with meta.transaction() as con:
+        for p in pending:
+            _commit_table(con, p, run_id)
+        for name in set(previous) - set(versions):
+            forget_table(con, name)
+    for r in report.tables:
+        _record_table(meta, run_id, r)
+    _end_run(meta, run_id, report)
+    meta.con.execute("CHECKPOINT")
+    lake.remove_stale(root, versions, previous)
+    return report
+
+
+def _commit_table(con: Any, p: _Pending, run_id: int) -> None:
+    name = p.compiled.policy.name
+    con.execute(f"DELETE FROM {META}.columns WHERE table_name = ?", [name])
+    for column in p.compiled.policy.columns:
+        record_column(con, column_record(p.compiled, column))
+    con.execute(
+        f"INSERT OR REPLACE INTO {META}.state (table_name, cursor_column, loaded, watermark_ts, "
+        "watermark_int) VALUES (?, ?, true, ?, ?)",
+        [name, p.compiled.policy.cursor, *split(p.target)],
+    )
+    if p.deleted is not None and p.deleted.num_rows:
+        con.register("vigie_deleted", p.deleted)
+        cols = ", ".join(q(c) for c in p.deleted.column_names)
+        con.execute(f"INSERT INTO {META}.{q('deleted__' + name)} ({cols}, _vigie_deleted_at, "
+                    f"_vigie_run) SELECT *, ?, ? FROM vigie_deleted", [_now(), run_id])  # fmt: skip
+        con.unregister("vigie_deleted")
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class _TableRun:
+    """One table's part of a run."""
+
+    def __init__(self, spark: Any, source: Source, dsn: Dsn, snapshot: str | None,
+                 compiled: CompiledTable, keys: Keys, meta: Store, root: Path, run_id: int,
+                 batch_rows: int, progress: Progress | None) -> None:  # fmt: skip
+        self.spark, self.source, self.dsn, self.snapshot = spark, source, dsn, snapshot
+        self.c, self.keys, self.meta, self.root = compiled, keys, meta, root
+        self.run_id, self.batch_rows = run_id, batch_rows
+        self.progress = progress or (lambda *_: None)
+        self.name = compiled.policy.name
+        self.result = TableResult(self.name)
+        self.target: Any = None
+        self.deleted: pa.Table | None = None
+        self.day_of = _day_column(compiled)
+
+    def run(self, current: lake.Version | None) -> lake.Version | None:
+        started = time.perf_counter()
+        self._ensure_history()
+        state = load_state(self.meta, self.name)
+        cursor = self.c.policy.cursor
+        target = self.source.max_value(self.c.source, cursor) if cursor else None
+        self.target = _floor(held_target(target))
+        version: lake.Version | None
+        try:
+            if current is None or not state.loaded or self._columns_changed():
+                self.result.passes.append("full")
+                version = self._full()
+            else:
+                self.result.passes.append("delta")
+                version = self._delta(current, delta_filter(cursor, state.watermark))
+        except VigieError:
+            raise
+        except Exception as exc:
+            reraise(exc)  # a vigie error from an executor, as itself
+            raise self._failed(exc) from None
+        self.result.seconds = time.perf_counter() - started
+        return version
+
+    def _failed(self, exc: Exception) -> SyncError:
+        """Spark's error, without values (a driver's message may quote a row) or keys."""
+        lines = [ln for ln in self.keys.scrub(str(exc)).splitlines() if ln.strip()]
+        first = next(
+            (ln for ln in lines if "Exception" in ln or "Error" in ln), lines[0] if lines else ""
+        )
+        return SyncError(
+            f"{self.name}: the Spark job failed: {without_values(first.strip())[:500]}",
+            hint="The table keeps its current version. Check the Spark logs (values are not "
+            "repeated here) and run the sync again.",
+        )
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _ensure_history(self) -> None:
+        keys = ", ".join(f"{q(k)} {store_type(self.c, k)}" for k in self.c.key)
+        with self.meta.transaction() as con:
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {META}.{q('deleted__' + self.name)} ({keys}, "
+                "_vigie_first_seen TIMESTAMP, _vigie_deleted_at TIMESTAMP, _vigie_run INTEGER)"
+            )
+
+    def _columns_changed(self) -> bool:
+        """Whether the stored columns differ from what the policy now makes of them: the
+        table is then written again whole (nothing of the old columns stays)."""
+        recorded = column_records(self.meta).get(self.name, {})
+        wanted = {c: column_record(self.c, c) for c in self.c.policy.columns}
+        return recorded != wanted
+
+    def schema(self) -> pa.Schema:
+        fields = [pa.field(c.name, arrow_type(store_type(self.c, c.name))) for c in self.c.columns]
+        fields += [pa.field(BUCKET_COLUMN, pa.int64()), pa.field(RUN_COLUMN, pa.int32())]
+        if self.day_of:
+            fields.append(pa.field(DAY_COLUMN, pa.date32()))
+        return pa.schema(fields)
+
+    def key_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(k, arrow_type(store_type(self.c, k))) for k in self.c.key])
+
+    # -- passes ------------------------------------------------------------------------------
+
+    def _masked(self, frame: Any) -> Any:
+        from functools import partial
+
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        schema = self.schema()
+        task = partial(masked_batches, self.c, self.keys.pseudonym_key, self.run_id, schema,
+                       self.day_of, self.batch_rows)  # fmt: skip
+        return frame.mapInArrow(task, from_arrow_schema(schema))
+
+    def _read(self, where: Any, *, partitions: int = 1, extra: str | None = None,
+              columns: list[str] | None = None) -> Any:  # fmt: skip
+        span = self.source.key_span(self.c.source) if partitions > 1 else None
+        cols = columns or list(self.c.read_columns)
+        return jdbc.read(self.spark, self.dsn, self.snapshot, self.c.source, cols, where,
+                         span=span, partitions=partitions, extra=extra)  # fmt: skip
+
+    def _full(self) -> lake.Version:
+        rows = self.source.estimate_rows(self.c.source) or 0
+        parallel = int(self.spark.sparkContext.defaultParallelism) if _classic(self.spark) else 2
+        partitions = max(parallel, rows // self.batch_rows + 1)
+        masked = self._masked(self._read(None, partitions=partitions))
+        version = self._write(masked)
+        self.result.inserted = version.rows
+        self.progress(self.name, version.rows, version.rows)
+        return version
+
+    def _delta(self, current: lake.Version, where: Any) -> lake.Version | None:
+        from pyspark import StorageLevel
+
+        keys = list(self.c.key)
+        delta = self._masked(self._read(where)).persist(StorageLevel.MEMORY_AND_DISK)
+        base = self.spark.read.parquet(str(self.root / current.path))
+        try:
+            changed = delta.count()
+            updated = delta.join(base.select(*keys), keys, "left_semi").count() if changed else 0
+            merged = base.join(delta.select(*keys), keys, "left_anti").unionByName(delta)
+            deleted = self._deleted(merged)
+            if deleted is not None:
+                merged = merged.join(self.spark.createDataFrame(deleted), keys, "left_anti")
+            self.result.inserted, self.result.updated = changed - updated, updated
+            self.result.deleted = 0 if deleted is None else deleted.num_rows
+            if not changed and not self.result.deleted:
+                return None  # the current version stands
+            version = self._write(merged)
+        finally:
+            delta.unpersist()
+        self.progress(self.name, changed, changed)
+        return version
+
+    def _deleted(self, merged: Any) -> pa.Table | None:
+        """Stored rows production no longer has: counts per key bucket compared, then keys
+        read for the buckets that differ."""
+        stored = {int(r[0]): int(r[1]) for r in
+                  merged.groupBy(BUCKET_COLUMN).count().collect()}  # fmt: skip
+        produced = self.source.bucket_counts(self.c.source, BUCKET_WIDTH)
+        differ = sorted(b for b in stored if stored[b] != produced.get(b, 0))
+        if not differ:
+            return None
+        extra = _bucket_ranges(self.dsn, self.c, differ)
+        prod_keys = self._read(None, extra=extra, columns=list(self.c.source.primary_key))
+        masked = prod_keys.mapInArrow(
+            _keys_task(self.c, self.keys.pseudonym_key, self.key_schema()),
+            _spark_schema(self.key_schema()),
+        )
+        keys = list(self.c.key)
+        gone = (
+            merged.filter(merged[BUCKET_COLUMN].isin(differ))
+            .join(masked, keys, "left_anti")
+            .select(*keys)
+        )
+        rows = gone.toArrow()
+        self.deleted = _as_stored(rows, self.c)
+        return rows
+
+    def _write(self, frame: Any) -> lake.Version:
+        rel = f"data/{self.name}/run={self.run_id}"
+        writer = (
+            frame.write.mode("overwrite")
+            .option("parquet.encryption.uniform.key", kms.COLUMN_KEY)
+            .option("compression", "zstd")
+        )
+        if self.day_of:
+            writer = writer.partitionBy(DAY_COLUMN)
+        writer.parquet(str(self.root / rel))
+        rows = int(self.spark.read.parquet(str(self.root / rel)).count())
+        return lake.Version(rel, self.run_id, self.day_of is not None, rows)
+
+
+def _keys_task(compiled: CompiledTable, key: str, schema: pa.Schema) -> Any:
+    from functools import partial
+
+    return partial(masked_keys, compiled, key, schema)
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def _as_stored(keys: pa.Table, compiled: CompiledTable) -> pa.Table:
+    """Deleted keys typed as the delete history keeps them (pseudonyms as UUIDs)."""
+    arrays = []
+    for name in keys.column_names:
+        col = keys.column(name).combine_chunks()
+        if name in compiled.pseudonym_columns:
+            col = pa.ExtensionArray.from_storage(pa.uuid(), col.cast(pa.binary(16)))
+        arrays.append(col)
+    arrays.append(pa.nulls(keys.num_rows, pa.timestamp("us")))  # first seen: not kept here
+    return pa.Table.from_arrays(arrays, names=[*keys.column_names, "_vigie_first_seen"])
+
+
+def _bucket_ranges(dsn: Dsn, compiled: CompiledTable, buckets: list[int]) -> str | None:
+    """SQL for the first key column in the given buckets (merged into ranges)."""
+    from vigie.db.quote import ident
+
+    if not bucketed(compiled.source):
+        return None
+    first = ident(dsn.engine, compiled.source.primary_key[0])
+    ranges: list[list[int]] = []
+    for b in buckets:
+        if ranges and ranges[-1][1] == b:
+            ranges[-1][1] = b + 1
+        else:
+            ranges.append([b, b + 1])
+    parts = [f"({first} >= {a * BUCKET_WIDTH} AND {first} < {b * BUCKET_WIDTH})" for a, b in ranges]
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _floor(value: Any) -> Any:
+    """Integer watermarks are kept as the first key of their bucket (no raw keys)."""
+    if isinstance(value, int):
+        return (value // BUCKET_WIDTH) * BUCKET_WIDTH
+    return value
+
+
+def _day_column(compiled: CompiledTable) -> str | None:
+    """Event-like tables (an integer cursor: append-mostly) are cut by the day of their
+    first stored timestamp column."""
+    cursor = compiled.policy.cursor
+    if not cursor or compiled.source.column(cursor).kind != "integer":
+        return None
+    for c in compiled.columns:
+        if store_type(compiled, c.name) == "TIMESTAMP":
+            return c.name
+    return None
+
+
+def _classic(spark: Any) -> bool:
+    return hasattr(spark, "sparkContext") and not type(spark).__module__.startswith(
+        "pyspark.sql.connect"
+    )
