@@ -37,6 +37,7 @@ pytest.importorskip("pyspark")
 pytestmark = pytest.mark.slow
 
 SPEC = FleetSpec(users=300, days=2, seed=11)
+EVENT_COLUMNS = "id, device_id, ts, firmware, kind, error_code, rtt_ms, client_ip, app_version"
 LOCAL = SparkTarget("local[2]")
 VIGIE = str(Path(sys.executable).with_name("vigie"))
 
@@ -90,8 +91,15 @@ def both(tmp_path_factory):
         tick_fleet(dsn, minutes=240, seed=3)
         second = spark_sync(dsn, EXAMPLE_POLICY, lk, keys)
         sync(dsn, EXAMPLE_POLICY, duck, keys)
+        after_second = lake.manifest(lk)
+        prod_exec(dsn, f"INSERT INTO connection_events ({EVENT_COLUMNS}) SELECT id + 10000000, "
+                  f"{EVENT_COLUMNS.split(', ', 1)[1]} FROM connection_events "
+                  "ORDER BY ts DESC LIMIT 3")  # fmt: skip
+        third = spark_sync(dsn, EXAMPLE_POLICY, lk, keys)
+        sync(dsn, EXAMPLE_POLICY, duck, keys)
         yield {"dsn": dsn, "keys": keys, "duck": duck, "lake": lk, "first": first,
-               "second": second, "after_first": after_first}  # fmt: skip
+               "second": second, "after_first": after_first, "after_second": after_second,
+               "third": third}  # fmt: skip
 
 
 def test_spark_and_duckdb_give_identical_tables_after_a_full_sync_and_a_tick(both):
@@ -104,6 +112,22 @@ def test_spark_and_duckdb_give_identical_tables_after_a_full_sync_and_a_tick(bot
     assert second["users"].deleted >= 1 and second["connection_events"].deleted >= 1
     assert second["connection_events"].inserted >= 1 and second["api_tokens"].updated >= 1
     assert lake_content(both["lake"], keys) == store_content(both["duck"], keys)
+
+
+def test_new_events_of_one_day_rewrite_that_day_only(both):
+    """A run that adds events to the latest day writes that day again; the other days stay
+    in the folders an earlier run wrote (a tick costs what it changed, not the history)."""
+    before, now = both["after_second"]["connection_events"], lake.manifest(both["lake"])
+    after = now["connection_events"]
+    events = {t.table: t for t in both["third"].tables}["connection_events"]
+    assert events.inserted == 3 and events.deleted == 0
+    assert before.days and after.days and len(after.days) >= 2
+    rewritten = {d for d in after.days if after.days[d] != before.days.get(d)}
+    assert rewritten == {max(after.days)}
+    assert after.rows == before.rows + 3
+    assert all(
+        v.run == both["after_second"][n].run for n, v in now.items() if n != "connection_events"
+    )
 
 
 def test_deleted_keys_are_recorded_as_the_duckdb_path_records_them(both):
@@ -135,17 +159,18 @@ def test_every_shipped_kpi_gives_identical_cells_on_both_stores(both):
 
 def test_a_run_is_published_whole_and_old_versions_go(both):
     root = both["lake"]
-    first, _, _ = both["after_first"]
-    now = lake.manifest(root)
-    assert set(now) == set(first)
-    changed = [t for t in now if now[t].run != first[t].run]
-    assert changed  # the tick changed tables: their new versions are other folders
-    for name in changed:
-        assert (root / now[name].path).is_dir()
-        assert (root / first[name].path).is_dir()  # kept for readers of the previous manifest
+    first, second, now = both["after_first"][0], both["after_second"], lake.manifest(root)
+    assert set(now) == set(second) == set(first)
+    assert [t for t in now if now[t].run != second[t].run] == ["connection_events"]
+    kept = {f for v in (*now.values(), *second.values()) for f in v.folders}
+    for version in second.values():  # kept for readers of the previous manifest
+        assert all((root / f).is_dir() for f in version.folders)
+    moved = [n for n in first if second[n].run != first[n].run]
+    assert "users" in moved and "payment_methods" not in moved  # unchanged: not rewritten
+    for name in moved:  # two manifests back: gone
+        assert all(not (root / f).exists() for f in first[name].folders if f not in kept)
     assert now["connection_events"].by_day
-    days = [p.name for p in (root / now["connection_events"].path).iterdir() if p.is_dir()]
-    assert days and all(d.startswith("vigie_day=") for d in days)
+    assert all(f.split("/")[-1].startswith("vigie_day=") for f in now["connection_events"].folders)
 
 
 def test_the_lake_cannot_be_read_without_its_keys(both, tmp_path):
@@ -292,3 +317,67 @@ def test_spark_refuses_a_sqlite_source_with_what_to_do(sqlite_dsn, keyfile, tmp_
     assert done.returncode != 0
     assert "--engine spark reads PostgreSQL or MySQL/MariaDB through JDBC" in done.stderr
     assert not (tmp_path / "lake").exists()
+
+
+def test_a_tightened_policy_leaves_no_old_value_in_the_lake(pg_dsn, keys, tmp_path):
+    """A kept column turned to drop, and a table moved to exclude: after the next Spark
+    sync no file of the lake holds them, and the metadata says the column is dropped."""
+    generate_fleet(pg_dsn, SPEC)
+    policy, root = _two_tables(tmp_path), tmp_path / "lake"
+    spark_sync(pg_dsn, policy, root, keys)
+    first = lake.manifest(root)
+    text = policy.read_text()
+    assert "firmware:      {class: public, keep}" in text
+    tightened = tmp_path / "tight.yaml"
+    tightened.write_text(
+        text.replace("firmware:      {class: public, keep}", "firmware:      {class: public, drop}")
+    )
+    spark_sync(pg_dsn, tightened, root, keys)
+    assert lake.manifest(root)["devices"].run != first["devices"].run
+    versions = list((root / "data" / "devices").iterdir())
+    assert [p.name for p in versions] == [f"run={lake.manifest(root)['devices'].run}"]
+    for folder in versions:
+        version = lake.Version(str(folder.relative_to(root)), 0, False, 0)
+        assert "firmware" not in lake.read_table(root, keys, version, set()).column_names
+    with lake.open_meta(root, keys, read_only=True) as meta:
+        (stored,) = meta.rows(
+            "SELECT store_type FROM _vigie.columns WHERE table_name = 'devices' "
+            "AND column_name = 'firmware'"
+        )[0]
+    assert stored is None
+    users_only = tmp_path / "users.yaml"
+    users_only.write_text(text[: text.index("  devices:")].replace(
+        "exclude: [body_metrics]", "exclude: [body_metrics, devices]"))  # fmt: skip
+    spark_sync(pg_dsn, users_only, root, keys)
+    assert set(lake.manifest(root)) == {"users"}
+    assert not (root / "data" / "devices").exists()
+
+
+def test_no_key_in_spark_properties_or_plans(both):
+    """The pseudonym key travels inside the executors' tasks only, and the store key not at
+    all (the KMS token is derived from it): neither is in a property or a query plan, which
+    the Spark UI and event logs show."""
+    from vigie.policy.load import load_policy
+    from vigie.sources import open_source
+    from vigie.spark.session import spark_session
+    from vigie.spark.sync import _TableRun
+    from vigie.sync.plan import make_plan
+
+    keys, spark = both["keys"], spark_session(LOCAL)
+    properties = {**dict(spark.sparkContext.getConf().getAll()), **spark.conf.getAll}
+    source = open_source(both["dsn"])
+    try:
+        with lake.open_meta(both["lake"], keys) as meta:
+            plan = make_plan(load_policy(EXAMPLE_POLICY), source, meta, keys.pseudonym_key)
+            users = next(t for t in plan.tables if t.policy.name == "users")
+            run = _TableRun(spark, source, both["dsn"], None, users, keys, meta, both["lake"],
+                            0, 1000, None)  # fmt: skip
+            masked = run._masked(run._read(None))
+            plans = masked._jdf.queryExecution().toString()
+            assert masked.count() >= SPEC.users  # the plan is the one that runs
+    finally:
+        source.close()
+    for secret in (keys.pseudonym_key, keys.store_key):
+        assert secret not in json.dumps(properties)
+        assert secret not in plans
+    assert "MapInArrow" in plans or "mapInArrow" in plans.lower()

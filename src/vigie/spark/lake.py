@@ -44,12 +44,20 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Version:
-    """One table as of one run: its folder (relative to the lake) and how it is cut."""
+    """One table as of one run: its folder (relative to the lake) and how it is cut. A table
+    cut by day lists its day folders (``days``): a run writes again only the days it
+    touched, the others stay where an earlier run wrote them."""
 
     path: str
     run: int
     by_day: bool
     rows: int
+    days: dict[str, str] | None = None
+
+    @property
+    def folders(self) -> list[str]:
+        """The folders holding the version's files (relative to the lake)."""
+        return sorted(self.days.values()) if self.days is not None else [self.path]
 
 
 def is_lake(path: Path) -> bool:
@@ -89,16 +97,24 @@ def write_manifest(root: Path, run_id: int, tables: dict[str, Version]) -> None:
 
 
 def remove_stale(root: Path, keep: dict[str, Version], previous: dict[str, Version]) -> None:
-    """Remove table versions neither current nor previous (a reader that read the previous
-    manifest may still be reading those), and tables the policy no longer copies."""
+    """Remove folders of table versions neither current nor previous (a reader that read the
+    previous manifest may still be reading those), and tables no longer copied."""
     data = root / "data"
     if not data.exists():
         return
-    wanted = {v.path for v in (*keep.values(), *previous.values())}
+    wanted = {f for v in (*keep.values(), *previous.values()) for f in v.folders}
     for table in data.iterdir():
         for version in table.iterdir():
-            if str(version.relative_to(root)) not in wanted:
+            rel = str(version.relative_to(root))
+            if rel in wanted:
+                continue
+            inner = [w for w in wanted if w.startswith(rel + "/")]
+            if not inner:
                 shutil.rmtree(version, ignore_errors=True)
+                continue
+            for day in version.iterdir():  # days of this run that a later run wrote again
+                if day.is_dir() and str(day.relative_to(root)) not in wanted:
+                    shutil.rmtree(day, ignore_errors=True)
         if not any(table.iterdir()):
             table.rmdir()
 
@@ -149,8 +165,9 @@ def read_table(root: Path, keys: Keys, version: Version, uuids: set[str]) -> pa.
     import pyarrow.dataset as ds
 
     folder = root / version.path
+    files = [str(f) for d in version.folders for f in sorted((root / d).rglob("*.parquet"))]
     try:
-        data = ds.dataset(folder, format=_decryption(keys), partitioning="hive").to_table()
+        data = ds.dataset(files, format=_decryption(keys)).to_table()
     except (OSError, pa.ArrowException) as exc:
         text = keys.scrub(str(exc)).splitlines()[0]
         raise StoreError(f"Cannot read {folder}: {text}", hint="Check the lake's folder.") from None

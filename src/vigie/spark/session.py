@@ -97,6 +97,7 @@ def spark_session(target: SparkTarget) -> Any:
             builder.master(target.master)
             .config("spark.jars", ",".join(jars))
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.memory", "4g")

@@ -116,11 +116,14 @@ def _run(spark: Any, source: Source, dsn: Dsn, policy: Any, root: Path, meta: St
     previous = lake.manifest(root)
     versions = {n: v for n, v in previous.items() if n in policy.tables}
     pending: list[_Pending] = []
+    reshaped: set[str] = set()  # tables the policy now copies otherwise: no old version stays
     for compiled in plan.tables:
         table = _TableRun(spark, source, dsn, snapshot, compiled, keys, meta, root, run_id,
                           batch_rows, progress)  # fmt: skip
         try:
             version = table.run(previous.get(compiled.policy.name))
+            if table.reshaped:
+                reshaped.add(compiled.policy.name)
             if version is not None:
                 versions[compiled.policy.name] = version
             pending.append(_Pending(compiled, table.target, table.deleted))
@@ -137,7 +140,10 @@ def _run(spark: Any, source: Source, dsn: Dsn, policy: Any, root: Path, meta: St
         _record_table(meta, run_id, r)
     _end_run(meta, run_id, report)
     meta.con.execute("CHECKPOINT")
-    lake.remove_stale(root, versions, previous)
+    # Readers of the previous manifest keep its versions until the next run, except those
+    # of tables the policy no longer copies, or copies less of: those go now.
+    readable = {n: v for n, v in previous.items() if n in versions and n not in reshaped}
+    lake.remove_stale(root, versions, readable)
     return report
 
 
@@ -180,6 +186,7 @@ class _TableRun:
         self.target: Any = None
         self.deleted: pa.Table | None = None
         self.day_of = _day_column(compiled)
+        self.reshaped = False  # the stored columns changed with the policy: written whole
 
     def run(self, current: lake.Version | None) -> lake.Version | None:
         started = time.perf_counter()
@@ -190,7 +197,8 @@ class _TableRun:
         self.target = _floor(held_target(target))
         version: lake.Version | None
         try:
-            if current is None or not state.loaded or self._columns_changed():
+            self.reshaped = current is not None and self._columns_changed()
+            if current is None or not state.loaded or self.reshaped:
                 self.result.passes.append("full")
                 version = self._full()
             else:
@@ -267,33 +275,94 @@ class _TableRun:
         parallel = int(self.spark.sparkContext.defaultParallelism) if _classic(self.spark) else 2
         partitions = max(parallel, rows // self.batch_rows + 1)
         masked = self._masked(self._read(None, partitions=partitions))
-        version = self._write(masked)
+        version = self._write(masked, None, None)
         self.result.inserted = version.rows
         self.progress(self.name, version.rows, version.rows)
         return version
 
+    def _base(self, current: lake.Version, days: set[str] | None = None) -> Any:
+        """The current version as a DataFrame (for a table by day: with its day column, and
+        only ``days`` when given)."""
+        from pyspark.sql import functions as f
+
+        folders = current.folders
+        if days is not None and current.days is not None:
+            folders = [current.days[d] for d in sorted(days) if d in current.days]
+        if not folders:
+            return self.spark.createDataFrame([], _spark_schema(self.schema()))
+        base = self.spark.read.parquet(*(str(self.root / p) for p in folders))
+        if self.day_of and current.days is not None:
+            base = base.withColumn(DAY_COLUMN, f.to_date(f.col(self.day_of)))
+        return base
+
     def _delta(self, current: lake.Version, where: Any) -> lake.Version | None:
+        """Merge the rows whose cursor moved; remove what production deleted. The changed
+        keys are few: they are compared and joined as small broadcast tables, and a table
+        by day is written again for the days they touch only."""
         from pyspark import StorageLevel
 
-        keys = list(self.c.key)
-        delta = self._masked(self._read(where)).persist(StorageLevel.MEMORY_AND_DISK)
-        base = self.spark.read.parquet(str(self.root / current.path))
+        read = self._masked(self._read(where)).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            changed = delta.count()
-            updated = delta.join(base.select(*keys), keys, "left_semi").count() if changed else 0
-            merged = base.join(delta.select(*keys), keys, "left_anti").unionByName(delta)
-            deleted = self._deleted(merged)
-            if deleted is not None:
-                merged = merged.join(self.spark.createDataFrame(deleted), keys, "left_anti")
-            self.result.inserted, self.result.updated = changed - updated, updated
+            base = self._base(current)
+            fresh, old = self._changed(read, base)  # keys whose row is new or differs
+            updated = _count_in(fresh, old, list(self.c.key))
+            fresh_df = self.spark.createDataFrame(fresh.select(list(self.c.key)))
+            delta = read.join(_broadcast(fresh_df), list(self.c.key), "left_semi")
+            merged = base.join(_broadcast(fresh_df), list(self.c.key), "left_anti")
+            deleted = self._deleted(merged.unionByName(delta))
+            self.result.inserted = fresh.num_rows - updated
+            self.result.updated = updated
             self.result.deleted = 0 if deleted is None else deleted.num_rows
-            if not changed and not self.result.deleted:
+            if not fresh.num_rows and not self.result.deleted:
                 return None  # the current version stands
-            version = self._write(merged)
+            version = self._rewrite(current, delta, fresh_df, fresh, old, deleted)
         finally:
-            delta.unpersist()
-        self.progress(self.name, changed, changed)
+            read.unpersist()
+        self.progress(self.name, fresh.num_rows, fresh.num_rows)
         return version
+
+    def _changed(self, read: Any, base: Any) -> tuple[pa.Table, pa.Table]:
+        """Keys (and days) of the rows read that are new or differ from the stored ones, and
+        of the stored rows they replace: rows read again unchanged (a cursor at the
+        watermark) are no change. Compared by a SHA-256 of each row's stored columns."""
+        from pyspark.sql import functions as f
+
+        keys = list(self.c.key)
+        data = [c for c in read.columns if c not in (RUN_COLUMN, DAY_COLUMN)]
+        digest = f.sha2(f.to_json(f.struct(*[f.col(c) for c in data])), 256).alias("_d")
+        extra = [DAY_COLUMN] if DAY_COLUMN in read.columns else []
+        now = read.select(*keys, digest, *extra).toArrow()
+        if not now.num_rows:
+            return now.select(keys + extra), now.select(keys + extra)
+        read_keys = _broadcast(read.select(*keys))
+        old = base.join(read_keys, keys, "left_semi").select(*keys, digest, *extra).toArrow()
+        same = now.join(old.select([*keys, "_d"]), [*keys, "_d"], join_type="left semi")
+        fresh = now.join(same.select(keys), keys, join_type="left anti")
+        return fresh.select(keys + extra), old.select(keys + extra)
+
+    def _rewrite(self, current: lake.Version, delta: Any, fresh_df: Any, fresh: pa.Table,
+                 old: pa.Table, deleted: pa.Table | None) -> lake.Version:  # fmt: skip
+        """The new version: the table whole, or by day only the days touched."""
+        keys = list(self.c.key)
+        touched = None
+        if current.days is not None:
+            touched = self._days(fresh, old.join(fresh.select(keys), keys, join_type="left semi"),
+                                 deleted)  # fmt: skip
+        rows = self._base(current, touched).join(_broadcast(fresh_df), keys, "left_anti")
+        if deleted is not None and deleted.num_rows:
+            gone = self.spark.createDataFrame(deleted.select(keys))
+            rows = rows.join(_broadcast(gone), keys, "left_anti")
+        count = current.rows + self.result.inserted - self.result.deleted
+        return self._write(rows.unionByName(delta), current, touched, count)
+
+    @staticmethod
+    def _days(fresh: pa.Table, replaced: pa.Table, deleted: pa.Table | None) -> set[str]:
+        """Days with a new row, a replaced row (its old day) or a deleted row."""
+        days: set[str] = set()
+        for table in (fresh, replaced, deleted):
+            if table is not None and DAY_COLUMN in table.column_names:
+                days |= {str(d) for d in table.column(DAY_COLUMN).unique().to_pylist()}
+        return days
 
     def _deleted(self, merged: Any) -> pa.Table | None:
         """Stored rows production no longer has: counts per key bucket compared, then keys
@@ -311,16 +380,21 @@ class _TableRun:
             _spark_schema(self.key_schema()),
         )
         keys = list(self.c.key)
+        kept = [*keys, DAY_COLUMN] if DAY_COLUMN in merged.columns else keys
         gone = (
             merged.filter(merged[BUCKET_COLUMN].isin(differ))
             .join(masked, keys, "left_anti")
-            .select(*keys)
+            .select(*kept)
         )
         rows = gone.toArrow()
-        self.deleted = _as_stored(rows, self.c)
+        self.deleted = _as_stored(rows.select(keys), self.c)
         return rows
 
-    def _write(self, frame: Any) -> lake.Version:
+    def _write(self, frame: Any, current: lake.Version | None, touched: set[str] | None,
+               rows: int | None = None) -> lake.Version:  # fmt: skip
+        """Write ``frame`` as this run's version; a table by day keeps the days of
+        ``current`` that the run did not touch (``touched``; None: every day is new).
+        ``rows``: the version's row count when known (else counted)."""
         rel = f"data/{self.name}/run={self.run_id}"
         writer = (
             frame.write.mode("overwrite")
@@ -330,8 +404,33 @@ class _TableRun:
         if self.day_of:
             writer = writer.partitionBy(DAY_COLUMN)
         writer.parquet(str(self.root / rel))
-        rows = int(self.spark.read.parquet(str(self.root / rel)).count())
-        return lake.Version(rel, self.run_id, self.day_of is not None, rows)
+        days = None
+        if self.day_of:
+            prefix = f"{DAY_COLUMN}="
+            folder = self.root / rel
+            written = {p.name[len(prefix) :]: f"{rel}/{p.name}" for p in folder.iterdir()
+                       if p.is_dir() and p.name.startswith(prefix)}  # fmt: skip
+            old = current.days if current is not None and current.days is not None else {}
+            days = {d: p for d, p in old.items() if touched is None or d not in touched}
+            days |= written
+        version = lake.Version(rel, self.run_id, days is not None, 0, days)
+        if rows is None:
+            paths = [str(self.root / p) for p in version.folders]
+            rows = int(self.spark.read.parquet(*paths).count()) if paths else 0
+        return lake.Version(rel, self.run_id, days is not None, rows, days)
+
+
+def _broadcast(frame: Any) -> Any:
+    from pyspark.sql.functions import broadcast
+
+    return broadcast(frame)
+
+
+def _count_in(fresh: pa.Table, old: pa.Table, keys: list[str]) -> int:
+    """How many keys of ``fresh`` are in ``old``."""
+    if not fresh.num_rows or not old.num_rows:
+        return 0
+    return int(fresh.select(keys).join(old.select(keys), keys, join_type="inner").num_rows)
 
 
 def _keys_task(compiled: CompiledTable, key: str, schema: pa.Schema) -> Any:
