@@ -79,9 +79,9 @@ def _local_report(
     from vigie.incident.render import RENDER
     from vigie.incident.report import build_report
     from vigie.keys import load_keys
-    from vigie.stores.duckdb_store import Store
+    from vigie.spark.lake import reading
 
-    with Store(store, load_keys(keyfile), read_only=True) as s:
+    with reading(store, load_keys(keyfile)) as s:  # a DuckDB store, or a Spark-built lake
         built = build_report(s, t1, t2, default_audit(store), str(store))
     return RENDER[format](built)
 
@@ -111,11 +111,11 @@ def notify_list(
     from vigie.db.dsn import parse_dsn
     from vigie.incident.notify import notify_list as build
     from vigie.keys import load_keys
-    from vigie.stores.duckdb_store import Store
+    from vigie.spark.lake import reading
 
     t1, t2 = window(start, end)
     keys = load_keys(keyfile)
-    with Store(store, keys, read_only=True) as s:
+    with reading(store, keys) as s:  # a DuckDB store, or a Spark-built lake
         result = build(
             s,
             keys,

@@ -73,14 +73,8 @@ def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -
     from vigie.kpi.engine import default_range, lock_down, run_kpi
     from vigie.serve.client import query_json, result_from_json
     from vigie.serve.protocol import ask, running, socket_path
-    from vigie.stores.duckdb_store import Store
+    from vigie.spark.lake import reading
 
-    from vigie.spark.lake import is_lake, local_store
-
-    if is_lake(store):  # a Spark-built store, read on this machine
-        with local_store(store, load_keys(keyfile)) as s:
-            lock_down(s)
-            return run_kpi(s, metrics, default_range(s, metrics, query))
     if running(store):
         if metrics.sources[1:] or metrics.min_users != metrics.base_min_users:
             raise UsageError(
@@ -88,7 +82,7 @@ def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -
                 hint="Drop --metrics/--min-users, or stop the server.",
             )
         return result_from_json(ask(socket_path(store), "kpi", query_json(query)), metrics)
-    with Store(store, load_keys(keyfile), read_only=True) as s:
+    with reading(store, load_keys(keyfile)) as s:  # a DuckDB store, or a Spark-built lake
         lock_down(s)
         return run_kpi(s, metrics, default_range(s, metrics, query))
 

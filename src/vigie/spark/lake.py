@@ -191,14 +191,31 @@ def uuid_columns(meta: Store) -> dict[str, set[str]]:
 
 
 @contextmanager
+def reading(path: Path, keys: Keys) -> Iterator[Store]:
+    """A store to read: a DuckDB store opened read-only, or a lake loaded into a temporary
+    one (``local_store``)."""
+    if is_lake(path):
+        with local_store(path, keys) as store:
+            yield store
+    else:
+        with Store(path, keys, read_only=True) as store:
+            yield store
+
+
+@contextmanager
 def local_store(root: Path, keys: Keys) -> Iterator[Store]:
     """The lake loaded into a temporary encrypted DuckDB store (its metadata and every
     current table), for the KPI engine on one machine; removed on exit."""
     versions = manifest(root)
     with open_meta(root, keys, read_only=True) as meta:
         uuids = uuid_columns(meta)
+        histories = [t for (t,) in meta.rows(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' "
+            f"AND schema_name = '{META}' AND starts_with(table_name, 'deleted__')"
+        )]  # fmt: skip
         meta_rows = {
-            t: meta.con.execute(f"SELECT * FROM {META}.{t}").to_arrow_table() for t in META_TABLES
+            t: meta.con.execute(f"SELECT * FROM {META}.{q(t)}").to_arrow_table()
+            for t in (*META_TABLES, *histories)
         }
     with tempfile.TemporaryDirectory(prefix="vigie-lake-") as tmp:
         path = Path(tmp) / "vigie.duckdb"
@@ -208,7 +225,10 @@ def local_store(root: Path, keys: Keys) -> Iterator[Store]:
                 con.execute(f"DELETE FROM {META}.meta")
                 for name, rows in meta_rows.items():
                     con.register("vigie_rows", rows)
-                    con.execute(f"INSERT INTO {META}.{name} SELECT * FROM vigie_rows")
+                    if name in META_TABLES:
+                        con.execute(f"INSERT INTO {META}.{name} SELECT * FROM vigie_rows")
+                    else:  # a delete history
+                        con.execute(f"CREATE TABLE {META}.{q(name)} AS SELECT * FROM vigie_rows")
                     con.unregister("vigie_rows")
                 for name, version in versions.items():
                     con.register(

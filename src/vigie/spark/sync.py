@@ -38,6 +38,8 @@ from vigie.spark.session import spark_session
 from vigie.spark.target import SparkTarget
 from vigie.spark.tasks import (
     DAY_COLUMN,
+    FIRST_SEEN,
+    LINEAGE,
     RUN_COLUMN,
     arrow_type,
     masked_batches,
@@ -46,6 +48,7 @@ from vigie.spark.tasks import (
 )
 from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import META, column_records, forget_table, record_column
+from vigie.sync.converge import mark_converged
 from vigie.sync.plan import make_plan
 from vigie.sync.run import SyncReport, _begin_run, _end_run, _record_table, check_source
 from vigie.sync.state import (
@@ -131,6 +134,7 @@ def _run(spark: Any, source: Source, dsn: Dsn, policy: Any, root: Path, meta: St
             table.result.status, table.result.message = "stopped", str(exc)
         report.tables.append(table.result)
     lake.write_manifest(root, run_id, versions)  # the run is visible from here on
+    mark_converged(meta, run_id)  # its policy is in force from now (the exposure report)
     with meta.transaction() as con:
         for p in pending:
             _commit_table(con, p, run_id)
@@ -180,6 +184,7 @@ class _TableRun:
         self.spark, self.source, self.dsn, self.snapshot = spark, source, dsn, snapshot
         self.c, self.keys, self.meta, self.root = compiled, keys, meta, root
         self.run_id, self.batch_rows = run_id, batch_rows
+        self.run_time = _now()
         self.progress = progress or (lambda *_: None)
         self.name = compiled.policy.name
         self.result = TableResult(self.name)
@@ -243,7 +248,8 @@ class _TableRun:
 
     def schema(self) -> pa.Schema:
         fields = [pa.field(c.name, arrow_type(store_type(self.c, c.name))) for c in self.c.columns]
-        fields += [pa.field(BUCKET_COLUMN, pa.int64()), pa.field(RUN_COLUMN, pa.int32())]
+        fields += [pa.field(BUCKET_COLUMN, pa.int64()), pa.field(RUN_COLUMN, pa.int32()),
+                   pa.field(FIRST_SEEN, pa.timestamp("us"))]  # fmt: skip
         if self.day_of:
             fields.append(pa.field(DAY_COLUMN, pa.date32()))
         return pa.schema(fields)
@@ -259,7 +265,8 @@ class _TableRun:
         from pyspark.sql.pandas.types import from_arrow_schema
 
         schema = self.schema()
-        task = partial(masked_batches, self.c, self.keys.pseudonym_key, self.run_id, schema,
+        task = partial(masked_batches, self.c, self.keys.pseudonym_key, self.run_id, self.run_time,
+                       schema,
                        self.day_of, self.batch_rows)  # fmt: skip
         return frame.mapInArrow(task, from_arrow_schema(schema))
 
@@ -307,7 +314,9 @@ class _TableRun:
             fresh, old = self._changed(read, base)  # keys whose row is new or differs
             updated = _count_in(fresh, old, list(self.c.key))
             fresh_df = self.spark.createDataFrame(fresh.select(list(self.c.key)))
-            delta = read.join(_broadcast(fresh_df), list(self.c.key), "left_semi")
+            delta = self._keep_first_seen(
+                read.join(_broadcast(fresh_df), list(self.c.key), "left_semi"), old
+            )
             merged = base.join(_broadcast(fresh_df), list(self.c.key), "left_anti")
             deleted = self._deleted(merged.unionByName(delta))
             self.result.inserted = fresh.num_rows - updated
@@ -321,6 +330,20 @@ class _TableRun:
         self.progress(self.name, fresh.num_rows, fresh.num_rows)
         return version
 
+    def _keep_first_seen(self, delta: Any, old: pa.Table) -> Any:
+        """Updated rows keep when they were first copied (the exposure report's start)."""
+        from pyspark.sql import functions as f
+
+        if not old.num_rows:
+            return delta
+        keys = list(self.c.key)
+        seen = self.spark.createDataFrame(
+            old.select([*keys, FIRST_SEEN]).rename_columns([*keys, "_vigie_old_seen"])
+        )
+        joined = delta.join(_broadcast(seen), keys, "left")
+        first = f.coalesce(f.col("_vigie_old_seen"), f.col(FIRST_SEEN)).alias(FIRST_SEEN)
+        return joined.select(*[first if c == FIRST_SEEN else f.col(c) for c in delta.columns])
+
     def _changed(self, read: Any, base: Any) -> tuple[pa.Table, pa.Table]:
         """Keys (and days) of the rows read that are new or differ from the stored ones, and
         of the stored rows they replace: rows read again unchanged (a cursor at the
@@ -328,17 +351,19 @@ class _TableRun:
         from pyspark.sql import functions as f
 
         keys = list(self.c.key)
-        data = [c for c in read.columns if c not in (RUN_COLUMN, DAY_COLUMN)]
+        data = [c for c in read.columns if c not in LINEAGE or c == BUCKET_COLUMN]
         digest = f.sha2(f.to_json(f.struct(*[f.col(c) for c in data])), 256).alias("_d")
         extra = [DAY_COLUMN] if DAY_COLUMN in read.columns else []
         now = read.select(*keys, digest, *extra).toArrow()
         if not now.num_rows:
-            return now.select(keys + extra), now.select(keys + extra)
+            none = now.select(keys + extra)
+            return none, none.append_column(FIRST_SEEN, pa.array([], pa.timestamp("us")))
         read_keys = _broadcast(read.select(*keys))
-        old = base.join(read_keys, keys, "left_semi").select(*keys, digest, *extra).toArrow()
+        old = base.join(read_keys, keys, "left_semi").select(*keys, digest, *extra, FIRST_SEEN)
+        old = old.toArrow()
         same = now.join(old.select([*keys, "_d"]), [*keys, "_d"], join_type="left semi")
         fresh = now.join(same.select(keys), keys, join_type="left anti")
-        return fresh.select(keys + extra), old.select(keys + extra)
+        return fresh.select(keys + extra), old.select([*keys, *extra, FIRST_SEEN])
 
     def _rewrite(self, current: lake.Version, delta: Any, fresh_df: Any, fresh: pa.Table,
                  old: pa.Table, deleted: pa.Table | None) -> lake.Version:  # fmt: skip
@@ -380,14 +405,14 @@ class _TableRun:
             _spark_schema(self.key_schema()),
         )
         keys = list(self.c.key)
-        kept = [*keys, DAY_COLUMN] if DAY_COLUMN in merged.columns else keys
+        kept = [*keys, FIRST_SEEN, *([DAY_COLUMN] if DAY_COLUMN in merged.columns else [])]
         gone = (
             merged.filter(merged[BUCKET_COLUMN].isin(differ))
             .join(masked, keys, "left_anti")
             .select(*kept)
         )
         rows = gone.toArrow()
-        self.deleted = _as_stored(rows.select(keys), self.c)
+        self.deleted = _as_stored(rows.select([*keys, FIRST_SEEN]), self.c)
         return rows
 
     def _write(self, frame: Any, current: lake.Version | None, touched: set[str] | None,
@@ -445,16 +470,16 @@ def _spark_schema(schema: pa.Schema) -> Any:
     return from_arrow_schema(schema)
 
 
-def _as_stored(keys: pa.Table, compiled: CompiledTable) -> pa.Table:
-    """Deleted keys typed as the delete history keeps them (pseudonyms as UUIDs)."""
+def _as_stored(rows: pa.Table, compiled: CompiledTable) -> pa.Table:
+    """Deleted keys and first-seen times typed as the delete history keeps them
+    (pseudonyms as UUIDs)."""
     arrays = []
-    for name in keys.column_names:
-        col = keys.column(name).combine_chunks()
+    for name in rows.column_names:
+        col = rows.column(name).combine_chunks()
         if name in compiled.pseudonym_columns:
             col = pa.ExtensionArray.from_storage(pa.uuid(), col.cast(pa.binary(16)))
         arrays.append(col)
-    arrays.append(pa.nulls(keys.num_rows, pa.timestamp("us")))  # first seen: not kept here
-    return pa.Table.from_arrays(arrays, names=[*keys.column_names, "_vigie_first_seen"])
+    return pa.Table.from_arrays(arrays, names=rows.column_names)
 
 
 def _bucket_ranges(dsn: Dsn, compiled: CompiledTable, buckets: list[int]) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,6 +25,8 @@ from vigie.sync.batch import mask_and_scan
 
 DAY_COLUMN = "vigie_day"  # the day partition (Hive-style directories; not a stored column)
 RUN_COLUMN = "_vigie_run"
+FIRST_SEEN = "_vigie_first_seen"  # when the row was first copied (incident response reads it)
+LINEAGE = (BUCKET_COLUMN, RUN_COLUMN, FIRST_SEEN, DAY_COLUMN)
 _MARK = "VIGIE-ERROR:"
 _ARROW = {
     "UUID": pa.binary(),
@@ -61,21 +64,23 @@ def masked_batches(
     compiled: CompiledTable,
     pseudonym_key: str,
     run_id: int,
+    run_time: datetime,
     schema: pa.Schema,
     day_of: str | None,
     batch_rows: int,
     batches: Iterator[pa.RecordBatch],
 ) -> Iterator[pa.RecordBatch]:
-    """Production batches masked and scanned, typed as ``schema`` (+ bucket and run, and
-    the day partition when ``day_of`` names the column it comes from)."""
+    """Production batches masked and scanned, typed as ``schema`` (+ bucket, run, first seen
+    at ``run_time``, and the day partition when ``day_of`` names its column)."""
     keys = _executor_keys(pseudonym_key)
-    data = pa.schema([f for f in schema if f.name not in (BUCKET_COLUMN, RUN_COLUMN, DAY_COLUMN)])
+    data = pa.schema([f for f in schema if f.name not in LINEAGE])
     try:
         for table in _grouped(batches, batch_rows):
             masked = mask_and_scan(compiled, keys, table).arrow
             arrays = _cast(masked, data)
             arrays.append(masked.column(BUCKET_COLUMN).combine_chunks())
             arrays.append(pa.array([run_id] * masked.num_rows, pa.int32()))
+            arrays.append(pa.array([run_time] * masked.num_rows, pa.timestamp("us")))
             if day_of is not None:
                 arrays.append(pc.cast(masked.column(day_of), pa.date32()).combine_chunks())
             out = pa.Table.from_arrays(arrays, schema=schema)
