@@ -635,10 +635,14 @@ def test_queries_during_a_scheduled_sync_answer_one_state_never_a_mix(tmp_path):
         t.start()
     counts_at = set()
     try:
-        for i in range(4):
+        # at least 4 ticks, and on until 3 snapshots were seen (a sync and its refresh take
+        # 3 to 6 s here, by the machine's load): at most a minute
+        deadline, i = time.monotonic() + 60, 0
+        while i < 4 or (len({a[0] for a in answers}) < 3 and time.monotonic() < deadline):
             counts_at.add(_count(dsn))
             tick_fleet(dsn, minutes=10, seed=100 + i)
             time.sleep(2.5)
+            i += 1
         counts_at.add(_count(dsn))
         time.sleep(3)
     finally:

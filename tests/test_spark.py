@@ -42,6 +42,19 @@ LOCAL = SparkTarget("local[2]")
 VIGIE = str(Path(sys.executable).with_name("vigie"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_session():
+    """One Spark session for the module, stopped after it (the JVM and its Python workers
+    do not linger through the rest of the suite), and the process's umask given back."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    from vigie.spark.session import stop_sessions
+
+    stop_sessions()
+    os.umask(umask)
+
+
 def spark_sync(*args, **kwargs):
     from vigie.spark.sync import spark_sync as run
 
