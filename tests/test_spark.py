@@ -415,3 +415,36 @@ def test_no_key_in_spark_properties_or_plans(both):
         assert secret not in json.dumps(properties)
         assert secret not in plans
     assert "MapInArrow" in plans or "mapInArrow" in plans.lower()
+
+
+def test_an_executor_failure_shows_no_value_in_spark_logs_or_errors(sqlite_dsn, keys):
+    """Any error a task raises (here an Arrow cast quoting a kept value) leaves the executor
+    redacted, as the marked SyncError the driver raises again: Spark logs what a task
+    raised, so nothing else may cross."""
+    import pyarrow as pa
+
+    from vigie.errors import SyncError
+    from vigie.policy.compile import compile_table
+    from vigie.policy.load import load_policy
+    from vigie.sources import open_source
+    from vigie.spark.tasks import masked_batches, reraise
+
+    generate_fleet(sqlite_dsn, SPEC)
+    prod_exec(sqlite_dsn, "UPDATE devices SET model = 'Zephyr-Unique-9431' WHERE id = 5")
+    source = open_source(sqlite_dsn)
+    try:
+        table = source.describe("devices")
+        batch = next(source.read(table, list(table.names), None, None, 10_000))
+    finally:
+        source.close()
+    compiled = compile_table(load_policy(EXAMPLE_POLICY).tables["devices"], table,
+                             keys.pseudonym_key)  # fmt: skip
+    wrong = pa.schema([pa.field("model", pa.int64())])  # a type the value cannot take
+    with pytest.raises(RuntimeError) as info:
+        list(masked_batches(compiled, keys.pseudonym_key, 1, datetime(2026, 1, 1), wrong,
+                            None, 1000, iter(batch.to_batches())))  # fmt: skip
+    crossed = str(info.value)
+    assert "Zephyr" not in crossed and "9431" not in crossed
+    assert keys.pseudonym_key not in crossed
+    with pytest.raises(SyncError, match=r"devices: masking on Spark failed \(Arrow"):
+        reraise(info.value)

@@ -110,7 +110,9 @@ def spark_session(target: SparkTarget) -> Any:
         )
     session = builder.getOrCreate()
     if not target.remote:
-        session.sparkContext.setLogLevel("ERROR")
+        # Spark logs what a task raised, JDBC errors included, which may quote a row: only
+        # fatal errors are logged; the driver raises every failure again, without values.
+        session.sparkContext.setLogLevel("FATAL")
     session.conf.set("spark.sql.session.timeZone", "UTC")
     session.conf.set("fs.permissions.umask-mode", "077")  # files 0600, folders 0700
     _sessions[target.name] = session

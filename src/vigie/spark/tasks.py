@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from vigie.errors import ScanHit, SyncError, VigieError
 from vigie.keys import Keys
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable, mask_keys
+from vigie.scan.detectors import without_values
 from vigie.sync.batch import mask_and_scan
 
 DAY_COLUMN = "vigie_day"  # the day partition (Hive-style directories; not a stored column)
@@ -79,14 +80,14 @@ def masked_batches(
             masked = mask_and_scan(compiled, keys, table).arrow
             arrays = _cast(masked, data)
             arrays.append(masked.column(BUCKET_COLUMN).combine_chunks())
-            arrays.append(pa.array([run_id] * masked.num_rows, pa.int32()))
-            arrays.append(pa.array([run_time] * masked.num_rows, pa.timestamp("us")))
+            arrays.append(pa.repeat(pa.scalar(run_id, pa.int32()), masked.num_rows))
+            arrays.append(pa.repeat(pa.scalar(run_time, pa.timestamp("us")), masked.num_rows))
             if day_of is not None:
                 arrays.append(pc.cast(masked.column(day_of), pa.date32()).combine_chunks())
             out = pa.Table.from_arrays(arrays, schema=schema)
             yield from out.to_batches(max_chunksize=100_000)
-    except VigieError as exc:
-        raise_marked(exc)
+    except Exception as exc:
+        raise_marked(_redacted(exc, compiled, keys))
 
 
 def masked_keys(
@@ -99,8 +100,8 @@ def masked_keys(
             table = pa.Table.from_batches([batch])
             keys = mask_keys(compiled, table)
             yield from pa.Table.from_arrays(_cast(keys, schema), schema=schema).to_batches()
-    except VigieError as exc:
-        raise_marked(exc)
+    except Exception as exc:
+        raise_marked(_redacted(exc, compiled, _executor_keys(pseudonym_key)))
 
 
 def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -116,6 +117,19 @@ def _grouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]
             pending, count = [], 0
     if pending:
         yield pa.Table.from_batches(pending)
+
+
+def _redacted(exc: Exception, compiled: CompiledTable, keys: Keys) -> VigieError:
+    """A vigie error as is; any other (an Arrow cast quoting a value...) as a SyncError
+    without values or keys: Spark logs what a task raises, and the driver shows it."""
+    if isinstance(exc, VigieError):
+        return exc
+    first = (keys.scrub(str(exc)).splitlines() or [""])[0]
+    return SyncError(
+        f"{compiled.policy.name}: masking on Spark failed ({type(exc).__name__}): "
+        f"{without_values(first)}",
+        hint="Check the table's column types in production against its policy rules.",
+    )
 
 
 def raise_marked(exc: VigieError) -> None:
