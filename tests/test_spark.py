@@ -371,7 +371,7 @@ def test_a_tightened_policy_leaves_no_old_value_in_the_lake(pg_dsn, keys, tmp_pa
     versions = list((root / "data" / "devices").iterdir())
     assert [p.name for p in versions] == [f"run={lake.manifest(root)['devices'].run}"]
     for folder in versions:
-        version = lake.Version(str(folder.relative_to(root)), 0, False, 0)
+        version = lake.Version(str(folder.relative_to(root)), 0, 0)
         assert "firmware" not in lake.read_table(root, keys, version, set()).column_names
     with lake.open_meta(root, keys, read_only=True) as meta:
         (stored,) = meta.rows(

@@ -50,9 +50,12 @@ class Version:
 
     path: str
     run: int
-    by_day: bool
     rows: int
     days: dict[str, str] | None = None
+
+    @property
+    def by_day(self) -> bool:
+        return self.days is not None
 
     @property
     def folders(self) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,7 @@ def _commit_table(con: Any, p: _Pending, run_id: int) -> None:
         con.unregister("vigie_deleted")
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -438,11 +437,11 @@ class _TableRun:
             old = current.days if current is not None and current.days is not None else {}
             days = {d: p for d, p in old.items() if touched is None or d not in touched}
             days |= written
-        version = lake.Version(rel, self.run_id, days is not None, 0, days)
+        version = lake.Version(rel, self.run_id, 0, days)
         if rows is None:
             paths = [str(self.root / p) for p in version.folders]
             rows = int(self.spark.read.parquet(*paths).count()) if paths else 0
-        return lake.Version(rel, self.run_id, days is not None, rows, days)
+        return lake.Version(rel, self.run_id, rows, days)
 
 
 def _broadcast(frame: Any) -> Any:
