@@ -16,7 +16,8 @@ from helpers import prod, prod_exec, synced_fleet
 from vigie.errors import UsageError
 from vigie.fleet.tick import tick_fleet
 from vigie.kpi import maintain
-from vigie.kpi.delta import SIGN, delta_sql, incremental_shape
+from vigie.kpi import refresh as refresh_module
+from vigie.kpi.delta import SIGN, delta_sql, incremental_shape, keyed_ctes
 from vigie.kpi.fit import rollup_name
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Fact, ShareWithin
@@ -147,12 +148,20 @@ def _delete_accounts(dsn, n: int) -> None:
               f"DELETE FROM users WHERE id IN ({gone})")  # fmt: skip
 
 
+def _drop_events(dsn, n: int) -> None:
+    """Single events deleted, and others whose outcome is corrected (a failure becomes a
+    success): a device's first success or last connection may be among them."""
+    prod_exec(dsn, f"DELETE FROM connection_events WHERE id % {n} = 5",
+              f"UPDATE connection_events SET error_code = NULL WHERE id % {n} = 2")  # fmt: skip
+
+
 STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("tick"), st.integers(5, 240), st.integers(0, 10_000)),
         st.tuples(st.just("late"), st.integers(2, 60), st.just(0)),
         st.tuples(st.just("move"), st.integers(7, 40), st.just(0)),
         st.tuples(st.just("delete"), st.integers(15, 60), st.just(0)),
+        st.tuples(st.just("drop"), st.integers(3, 40), st.just(0)),
     ),
     min_size=1,
     max_size=3,
@@ -174,6 +183,8 @@ def test_refresh_after_random_changes_equals_a_full_rebuild(base, tmp_path_facto
             _late_events(dsn, n)
         elif kind == "move":
             _move_country(dsn, n)
+        elif kind == "drop":
+            _drop_events(dsn, n)
         else:
             _delete_accounts(dsn, n)
         sync(dsn, EXAMPLE_POLICY, store, keys)
@@ -235,6 +246,39 @@ def test_a_row_changed_only_where_the_fact_does_not_read_costs_nothing(fleet):
         done = {f.fact: f for f in refresh(s, METRICS)}
     assert done["events"].rows == 0 and done["events"].days == 0
     assert done["activations"].mode == "incremental"
+
+
+def test_first_and_last_connections_are_merged_from_the_changed_events(fleet, monkeypatch):
+    """A device's first success and last connection (MIN and MAX per device, kept between
+    refreshes) take the changed events alone: events deleted one by one (a device's first
+    success among them), failures corrected, accounts deleted whole. The kept groups are
+    the queries' over the store, and only the groups whose extreme was lost are computed
+    again from the table, not every device whose events changed."""
+    dsn, store, keys = fleet
+    tick_fleet(dsn, minutes=90, seed=5)
+    _drop_events(dsn, 6)
+    _delete_accounts(dsn, 40)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    again: dict[str, int] = {}
+    real = refresh_module._recompute
+
+    def counted(s, plan, cte, table):  # type: ignore[no-untyped-def]
+        again[cte.name] = s.rows("SELECT COUNT(*) FROM vigie_keys")[0][0]
+        real(s, plan, cte, table)
+
+    monkeypatch.setattr(refresh_module, "_recompute", counted)
+    with Store(store, keys) as s:
+        (touched,) = s.rows(
+            "SELECT COUNT(DISTINCT device_id) FROM (SELECT device_id FROM connection_events "
+            "WHERE _vigie_run = (SELECT MAX(run_id) FROM _vigie.runs) UNION ALL "
+            "SELECT device_id FROM _vigie.before__connection_events)")[0]  # fmt: skip
+        done = {f.fact: f.mode for f in refresh(s, METRICS)}
+        assert done["activation_outcomes"] == "difference"
+        for cte in keyed_ctes(METRICS.facts["activation_outcomes"]):
+            kept = f'_vigie_kpi."state__activation_outcomes__cte_{cte.name}"'
+            assert sorted(s.rows(f"SELECT * FROM {kept}")) == sorted(s.rows(cte.kept_sql))
+    assert set(again) == {"first_ok", "last_seen"}
+    assert 0 < again["first_ok"] < touched / 3 and again["last_seen"] < touched / 3
 
 
 def test_a_fact_left_out_of_a_refresh_is_rebuilt_when_back(fleet):

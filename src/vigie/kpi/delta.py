@@ -135,7 +135,7 @@ def delta_sql(fact: Fact, shape: Shape, since: int, changed: set[str],
         for j, node in enumerate(_table_nodes(query)):
             other, name = shape.tables[j]
             if j == i:
-                sub = _delta(name, since, _read(shape, other, columns[name]))
+                sub = delta_rows(name, since, _read(shape, other, columns[name]))
             elif j > i and name in changed:
                 sub = _old(name, since)
             else:
@@ -170,7 +170,7 @@ def _old(table: str, since: int) -> str:
     )
 
 
-def _delta(table: str, since: int, read: list[str]) -> str:
+def delta_rows(table: str, since: int, read: list[str]) -> str:
     """The rows runs after ``since`` added (+n) and took away (-n), on the columns the
     fact reads: a row replaced by one equal on those columns cancels out."""
     t, log = quote(table), log_table(table)
@@ -182,16 +182,38 @@ def _delta(table: str, since: int, read: list[str]) -> str:
     )
 
 
+COUNT = "_vigie_n"  # a kept WITH query's rows per key: a group whose count falls to 0 goes
+
+
 @dataclass(frozen=True)
 class KeyedCte:
     """A ``WITH`` query of a fact that aggregates one table by one of its columns: kept
-    as a table, and brought forward by computing again the groups of the keys whose rows
-    changed (a device's first and last connection, from that device's events only)."""
+    as a table (with its rows per key, ``COUNT``), and brought forward by the groups whose
+    keys have rows changed (a device's first and last connection).
+
+    When every aggregate is a ``MIN``, ``MAX`` or ``COUNT`` (``aggs``), a group is merged
+    with its changed rows alone: a count adds them, an extreme takes the gained values
+    unless a lost value reached it; a group whose rows are all gone is dropped. Only the
+    groups where a lost row held an extreme are computed again from the table."""
 
     name: str
     table: str
+    alias: str  # of the table in the query
     key: str
     sql: str  # the query, ``GROUP BY`` its key
+    where: str | None  # its WHERE
+    reads: frozenset[str]  # the table's columns it reads
+    aggs: tuple[tuple[str, str, str], ...] | None  # (name, min|max|count, argument or *)
+
+    @property
+    def kept_sql(self) -> str:
+        """The query with its rows per key, as kept."""
+        import sqlglot
+        from sqlglot import exp
+
+        query = sqlglot.parse_one(self.sql, read="duckdb")
+        assert isinstance(query, exp.Select)
+        return query.select(f"COUNT(*) AS {COUNT}").sql(dialect="duckdb")
 
 
 @cache
@@ -213,7 +235,8 @@ def keyed_ctes(fact: Fact) -> tuple[KeyedCte, ...]:
         plain = (from_ is not None and not body.args.get("joins")
                  and isinstance(from_.this, exp.Table) and group is not None
                  and len(group.expressions) == 1 and isinstance(group.expressions[0], exp.Column)
-                 and not body.args.get("having") and not body.args.get("limit"))  # fmt: skip
+                 and not body.args.get("having") and not body.args.get("limit")
+                 and not body.args.get("distinct"))  # fmt: skip
         if not plain or any(_unkeyable(n) for n in body.walk()):
             continue
         assert group is not None and from_ is not None
@@ -221,8 +244,32 @@ def keyed_ctes(fact: Fact) -> tuple[KeyedCte, ...]:
         if not any(p.alias_or_name == key and isinstance(p.unalias(), exp.Column)
                    for p in body.expressions):  # fmt: skip
             continue
-        found.append(KeyedCte(cte.alias_or_name, from_.this.name, key, body.sql(dialect="duckdb")))
+        where = body.args.get("where")
+        found.append(KeyedCte(
+            cte.alias_or_name, from_.this.name, from_.this.alias_or_name, key,
+            body.sql(dialect="duckdb"), where.this.sql(dialect="duckdb") if where else None,
+            frozenset(c.name.lower() for c in body.find_all(exp.Column)),
+            _mergeable(body, key)))  # fmt: skip
     return tuple(found)
+
+
+def _mergeable(body: exp.Select, key: str) -> tuple[tuple[str, str, str], ...] | None:
+    """The query's aggregates when each is MIN, MAX or COUNT of one argument (None
+    otherwise: its changed groups are computed again from the table)."""
+    from sqlglot import exp
+
+    aggs = []
+    for p in body.expressions:
+        node = p.unalias()
+        if isinstance(node, exp.Column) and p.alias_or_name == key:
+            continue
+        kind = {exp.Min: "min", exp.Max: "max", exp.Count: "count"}.get(type(node))
+        arg = node.this if kind else None
+        if kind is None or arg is None or isinstance(arg, exp.Distinct) or node.expressions:
+            return None
+        argument = "*" if isinstance(arg, exp.Star) else arg.sql("duckdb")
+        aggs.append((p.alias_or_name, kind, argument))
+    return tuple(aggs)
 
 
 def _unkeyable(node: exp.Expr) -> bool:
@@ -241,6 +288,6 @@ def with_kept(fact: Fact, kept: dict[str, str]) -> str:
     assert with_ is not None  # only called with the names of its WITH queries
     for cte in list(with_.expressions):
         if cte.alias_or_name in kept:
-            cte.set("this", sqlglot.parse_one(f"SELECT * FROM {kept[cte.alias_or_name]}",
-                                              read="duckdb"))  # fmt: skip
+            kept_sql = f"SELECT * EXCLUDE ({COUNT}) FROM {kept[cte.alias_or_name]}"
+            cte.set("this", sqlglot.parse_one(kept_sql, read="duckdb"))
     return query.sql(dialect="duckdb")

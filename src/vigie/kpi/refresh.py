@@ -26,7 +26,17 @@ import duckdb
 from vigie.db.quote import literal
 from vigie.errors import UsageError
 from vigie.kpi import calendar
-from vigie.kpi.delta import SIGN, Shape, delta_sql, incremental_shape, keyed_ctes, with_kept
+from vigie.kpi.delta import (
+    COUNT,
+    SIGN,
+    KeyedCte,
+    Shape,
+    delta_rows,
+    delta_sql,
+    incremental_shape,
+    keyed_ctes,
+    with_kept,
+)
 from vigie.kpi.fit import check_against_store, rollup_name
 from vigie.kpi.fromstate import read_stats, rollup_sql
 from vigie.kpi.maintain import Redo, apply, derived, recount_published
@@ -52,7 +62,7 @@ STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
 NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated whole
-FORMAT = 3  # of the states: a state of another format is rebuilt
+FORMAT = 4  # of the states: a state of another format is rebuilt
 
 
 @dataclass
@@ -177,30 +187,84 @@ def _logged_tables(fact: Fact) -> set[str]:
 
 
 def _kept_ctes(store: Store, plan: Plan, since: int | None) -> str:
-    """Keep the fact's keyed ``WITH`` queries as tables, computing again the groups whose
-    keys have rows changed since run ``since`` (None: all of them); returns the fact's
-    SQL reading them."""
-    import sqlglot
-
+    """Keep the fact's keyed ``WITH`` queries as tables, bringing forward the groups whose
+    keys have rows changed since run ``since`` (None: computing them all); returns the
+    fact's SQL reading them."""
     kept = {}
     for cte in keyed_ctes(plan.fact):
         table = plan.table(f"cte_{cte.name}")
         kept[cte.name] = table
         if since is None:
-            _run(store, plan, f"CREATE OR REPLACE TABLE {table} AS {cte.sql}")
-            continue
-        key, log = q(cte.key), log_table(cte.table)
-        store.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE vigie_keys AS SELECT DISTINCT {key} AS k FROM "
-            f"{q(cte.table)} WHERE _vigie_run > {since} UNION SELECT {key} FROM {log} "
-            f"WHERE {REPLACED_BY} > {since}"
-        )
-        store.con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT k FROM vigie_keys)")
-        again = sqlglot.parse_one(cte.sql, read="duckdb").where(  # type: ignore[attr-defined]
-            f"{key} IN (SELECT k FROM vigie_keys)", dialect="duckdb")  # fmt: skip
-        _run(store, plan, f"INSERT INTO {table} {again.sql(dialect='duckdb')}")
-        store.con.execute("DROP TABLE vigie_keys")
+            _run(store, plan, f"CREATE OR REPLACE TABLE {table} AS {cte.kept_sql}")
+        elif cte.aggs is not None:
+            _merge_cte(store, plan, cte, table, since)
+        else:
+            key, log = q(cte.key), log_table(cte.table)
+            store.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE vigie_keys AS SELECT DISTINCT {key} AS k FROM "
+                f"{q(cte.table)} WHERE _vigie_run > {since} UNION SELECT {key} FROM {log} "
+                f"WHERE {REPLACED_BY} > {since}"
+            )
+            store.con.execute(f"DELETE FROM {table} WHERE {_among(cte.key, 'vigie_keys')}")
+            _recompute(store, plan, cte, table)
     return with_kept(plan.fact, kept) if kept else plan.fact.sql
+
+
+def _recompute(store: Store, plan: Plan, cte: KeyedCte, table: str) -> None:
+    """Insert the groups of the keys in ``vigie_keys``, computed from the table."""
+    import sqlglot
+
+    if store.rows("SELECT 1 FROM vigie_keys LIMIT 1"):
+        again = sqlglot.parse_one(cte.kept_sql, read="duckdb").where(  # type: ignore[attr-defined]
+            _among(cte.key, "vigie_keys"), dialect="duckdb")  # fmt: skip
+        _run(store, plan, f"INSERT INTO {table} BY NAME {again.sql(dialect='duckdb')}")
+    store.con.execute("DROP TABLE vigie_keys")
+
+
+def _among(key: str, keys: str, column: str = "k") -> str:
+    """SQL: ``key`` is one of ``keys``'s ``column`` (NULL included, as GROUP BY has it)."""
+    return (f"({q(key)} IN (SELECT {column} FROM {keys}) OR ({q(key)} IS NULL AND EXISTS "
+            f"(SELECT 1 FROM {keys} WHERE {column} IS NULL)))")  # fmt: skip
+
+
+def _merge_cte(store: Store, plan: Plan, cte: KeyedCte, table: str, since: int) -> None:
+    """Merge the changed rows of a keyed ``WITH`` query of MIN, MAX and COUNT into its
+    kept groups (``KeyedCte``); compute again from the table only the groups where a lost
+    row held an extreme."""
+    assert cte.aggs is not None
+    reads = [c for c in _stored_columns(store, cte.table) if c.lower() in cte.reads]
+    changed = f"({delta_rows(cte.table, since, reads)}) AS {q(cte.alias)}"
+    sums, merged, again = [f"SUM({SIGN}) AS dn"], [], []
+    for i, (name, kind, arg) in enumerate(cte.aggs):
+        old = f"t.{q(name)}"
+        if kind == "count":
+            held = "1" if arg == "*" else f"CASE WHEN ({arg}) IS NULL THEN 0 ELSE 1 END"
+            sums.append(f"SUM({SIGN} * {held}) AS g{i}")
+            merged.append(f"COALESCE({old}, 0) + g.g{i} AS {q(name)}")
+            continue
+        sums.append(f"{kind}({arg}) FILTER (WHERE {SIGN} > 0) AS g{i}, "
+                    f"{kind}({arg}) FILTER (WHERE {SIGN} < 0) AS l{i}")  # fmt: skip
+        merged.append(f"{'least' if kind == 'min' else 'greatest'}({old}, g.g{i}) AS {q(name)}")
+        reached = "<=" if kind == "min" else ">="
+        again.append(f"(g.l{i} IS NOT NULL AND ({old} IS NULL OR g.l{i} {reached} {old}))")
+    where = f" WHERE {cte.where}" if cte.where else ""
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_cg AS SELECT {q(cte.key)} AS k, "
+         f"{', '.join(sums)} FROM {changed}{where} GROUP BY ALL")  # fmt: skip
+    n = f"COALESCE(t.{COUNT}, 0) + g.dn"
+    redo = " OR ".join([f"{n} < 0", *again])  # a count below 0: the state is not the table's
+    store.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE vigie_cm AS SELECT g.k AS {q(cte.key)}, "
+        f"{', '.join(merged)}, {n} AS {COUNT}, ({redo}) AS _again FROM vigie_cg g "
+        f"LEFT JOIN {table} t ON t.{q(cte.key)} IS NOT DISTINCT FROM g.k"
+    )
+    store.con.execute(f"DELETE FROM {table} WHERE {_among(cte.key, 'vigie_cm', q(cte.key))}")
+    store.con.execute(f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (_again) FROM vigie_cm "
+                      f"WHERE NOT _again AND {COUNT} > 0")  # fmt: skip
+    store.con.execute(f"CREATE OR REPLACE TEMP TABLE vigie_keys AS SELECT {q(cte.key)} AS k "
+                      f"FROM vigie_cm WHERE _again AND {COUNT} > 0")  # fmt: skip
+    _recompute(store, plan, cte, table)
+    store.con.execute("DROP TABLE vigie_cm")
+    store.con.execute("DROP TABLE vigie_cg")
 
 
 def _full(store: Store, plan: Plan, until: datetime) -> int:
