@@ -17,7 +17,7 @@ from vigie.errors import UsageError
 from vigie.fleet.tick import tick_fleet
 from vigie.kpi import maintain
 from vigie.kpi import refresh as refresh_module
-from vigie.kpi.delta import SIGN, delta_sql, incremental_shape, keyed_ctes
+from vigie.kpi.delta import SIGN, delta_sql, incremental_shape, keyed_ctes, partners
 from vigie.kpi.fit import rollup_name
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Fact, ShareWithin
@@ -279,6 +279,20 @@ def test_first_and_last_connections_are_merged_from_the_changed_events(fleet, mo
             assert sorted(s.rows(f"SELECT * FROM {kept}")) == sorted(s.rows(cte.kept_sql))
     assert set(again) == {"first_ok", "last_seen"}
     assert 0 < again["first_ok"] < touched / 3 and again["last_seen"] < touched / 3
+
+
+def test_people_of_deleted_accounts_are_not_read_again():
+    """The people who lost rows get their bits read again from the fact, unless they are
+    gone from a table the fact joins them to inner: a deleted account has no row left."""
+    facts = METRICS.facts
+    assert partners(facts["events"], "user_id") == (("users", "id"),)
+    assert partners(facts["events"], "device_id") == (("devices", "id"),)
+    assert partners(facts["activations"], "device_id") == ()  # the devices table's own id
+    assert partners(facts["activation_outcomes"], "user_id") == ()  # not a join: kept whole
+    left = Fact("f", "SELECT e.ts AS time, d.user_id FROM connection_events e "
+                "JOIN devices d ON d.id = e.device_id AND d.user_id = e.user_id",
+                "time", "user_id", (), ((),))  # fmt: skip
+    assert partners(left, "user_id") == (("connection_events", "user_id"),)
 
 
 def test_a_fact_left_out_of_a_refresh_is_rebuilt_when_back(fleet):

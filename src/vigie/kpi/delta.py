@@ -81,6 +81,44 @@ def incremental_shape(fact: Fact) -> Shape | str:
     return Shape(tuple(tables), _columns_read(query, tables))
 
 
+@cache
+def partners(fact: Fact, column: str) -> tuple[tuple[str, str], ...]:
+    """Tables and columns that hold every value of the select-project-join fact's output
+    ``column``: it is a plain column equal, by an inner join's ``=``, to theirs (the
+    fact's ``user_id``, ``d.user_id``, joined on ``u.id = d.user_id``: users.id). A value
+    no longer there has no row in the fact."""
+    import sqlglot
+    from sqlglot import exp
+
+    shape = incremental_shape(fact)
+    if not isinstance(shape, Shape):
+        return ()
+    query = sqlglot.parse_one(fact.sql, read="duckdb")
+    source = next((p.unalias() for p in query.expressions if p.alias_or_name == column), None)
+    if not isinstance(source, exp.Column) or not source.table:
+        return ()
+    pairs = []
+    conditions = [j.args.get("on") for j in query.args.get("joins") or []]
+    conditions.append((query.args.get("where") or exp.Where(this=None)).this)
+    for condition in filter(None, conditions):
+        for conjunct in condition.flatten() if isinstance(condition, exp.And) else [condition]:
+            if isinstance(conjunct, exp.EQ) and all(
+                isinstance(side, exp.Column) and side.table
+                for side in (conjunct.this, conjunct.expression)
+            ):
+                pairs.append((conjunct.this, conjunct.expression))
+    tables = dict(shape.tables)
+    mine = (source.table.lower(), source.name.lower())
+    found = []
+    for a, b in pairs:
+        ends = [(a.table.lower(), a.name.lower()), (b.table.lower(), b.name.lower())]
+        if mine in ends:
+            alias, name = ends[1 - ends.index(mine)]
+            if alias != mine[0] and alias in tables:
+                found.append((tables[alias], name))
+    return tuple(found)
+
+
 _VOLATILE = {"random", "rand", "uuid", "gen_random_uuid", "now", "current_timestamp",
              "current_date", "current_time", "get_current_timestamp", "today", "nextval",
              "currval", "localtimestamp", "transaction_timestamp"}  # fmt: skip

@@ -35,6 +35,7 @@ from vigie.kpi.delta import (
     delta_sql,
     incremental_shape,
     keyed_ctes,
+    partners,
     with_kept,
 )
 from vigie.kpi.fit import check_against_store, rollup_name
@@ -352,17 +353,24 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
 def _redo(store: Store, plan: Plan, now: str | None) -> Redo:
     """The fact's rows, now, of the entities in a table, in [start, stop): from ``now``
     (the fact evaluated whole) or from the fact's SQL, which a short list of entities is
-    pushed down into (a long one is a semi-join)."""
+    pushed down into (a long one is a semi-join). Entities gone from a table the fact
+    joins them to inner (``delta.partners``: a deleted account) have no row: not read."""
 
     def rows(column: str, entities: str, start: datetime, stop: datetime) -> str:
         cols = ", ".join(q(c) for c in plan.reads)
         t = q(plan.fact.time)
-        listed = [e for (e,) in store.rows(f"SELECT DISTINCT entity FROM {entities}")]
-        among = (", ".join(literal("duckdb", str(e)) for e in listed) if len(listed) <= 2000
-                 else f"SELECT entity FROM {entities}")  # fmt: skip
+        held = "" if now else "".join(f" AND entity IN (SELECT {q(c)} FROM {q(table)})"
+                                      for table, c in partners(plan.fact, column))  # fmt: skip
+        alive = f"SELECT DISTINCT entity FROM {entities} WHERE true{held}"
+        listed = [e for (e,) in store.rows(alive)]
+        if len(listed) <= 2000:
+            among = ", ".join(literal("duckdb", str(e)) for e in listed)
+        else:
+            among = alive
         source = now or f"({plan.fact.sql})"
+        where = f"{q(column)} IN ({among})" if listed else "false"
         _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_redo AS SELECT {cols}, 1::BIGINT "
-             f"AS {SIGN}, {derived(plan.fact.time)} FROM {source} WHERE {q(column)} IN ({among}) "
+             f"AS {SIGN}, {derived(plan.fact.time)} FROM {source} WHERE {where} "
              f"AND {t} >= ? AND {t} < ?", [start, stop])  # fmt: skip
         return "vigie_redo"
 

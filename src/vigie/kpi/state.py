@@ -217,8 +217,14 @@ def update_bits(con: Any, table: str, keys: tuple[str, ...], bits: list[str], ga
         f"CREATE OR REPLACE TEMP TABLE vigie_moved AS SELECT {pick}, {pairs} FROM vigie_old o "
         f"FULL OUTER JOIN vigie_new n ON {match} WHERE {moved}"
     )
-    con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT _rid FROM vigie_old)")
-    nonzero = " OR ".join(f"{b} <> 0" for b in bits)
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM vigie_new WHERE {nonzero}")
+    # only the keys whose bits moved are written again (most of the people of a short tick
+    # were already seen that day)
+    same = " AND ".join(f"o.{k} IS NOT DISTINCT FROM m.{k}" for k in keys)
+    con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT o._rid FROM vigie_old o "
+                f"SEMI JOIN vigie_moved m ON {same})")  # fmt: skip
+    nonzero = " OR ".join(f"n{i} <> 0" for i in range(len(bits)))
+    news = ", ".join(f"n{i} AS {b}" for i, b in enumerate(bits))
+    con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(keys)}, {news} FROM vigie_moved "
+                f"WHERE {nonzero}")  # fmt: skip
     for name in ("vigie_add", "vigie_old", "vigie_new"):
         con.execute(f"DROP TABLE {name}")
