@@ -16,6 +16,7 @@ connection time moved costs nothing. Any other fact is rebuilt in full
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
@@ -97,16 +98,7 @@ def partners(fact: Fact, column: str) -> tuple[tuple[str, str], ...]:
     source = next((p.unalias() for p in query.expressions if p.alias_or_name == column), None)
     if not isinstance(source, exp.Column) or not source.table:
         return ()
-    pairs = []
-    conditions = [j.args.get("on") for j in query.args.get("joins") or []]
-    conditions.append((query.args.get("where") or exp.Where(this=None)).this)
-    for condition in filter(None, conditions):
-        for conjunct in condition.flatten() if isinstance(condition, exp.And) else [condition]:
-            if isinstance(conjunct, exp.EQ) and all(
-                isinstance(side, exp.Column) and side.table
-                for side in (conjunct.this, conjunct.expression)
-            ):
-                pairs.append((conjunct.this, conjunct.expression))
+    pairs = _equalities(query)
     tables = dict(shape.tables)
     mine = (source.table.lower(), source.name.lower())
     found = []
@@ -156,15 +148,72 @@ def _columns_read(
     return {a: (frozenset(c) if c is not None else None) for a, c in read.items()}
 
 
+# Where the rows of the first table that can meet a term's other tables lie: given SQL
+# for the join key values they must have (``Indexed``), a condition on the first table
+# (its time range), "false" when none has a row, or None when it cannot tell.
+Narrow = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A select-project-join fact whose first table (the large one: events) joins the
+    others on one of its columns and gives the fact its time: per value of that column,
+    the days it has rows on are kept (``kpi.refresh``), so that a term joining the whole
+    first table to a few changed rows of another reads only those days."""
+
+    table: str
+    alias: str
+    key: str  # the first table's join column
+    time: str  # its column that is the fact's time
+
+
+@cache
+def indexed(fact: Fact) -> Indexed | None:
+    """The fact's first table, its join column and time column, if it has one of each."""
+    import sqlglot
+    from sqlglot import exp
+
+    shape = incremental_shape(fact)
+    if not isinstance(shape, Shape) or len(shape.tables) < 2:
+        return None
+    alias, table = shape.tables[0]
+    query = sqlglot.parse_one(fact.sql, read="duckdb")
+    time = next((p.unalias() for p in query.expressions if p.alias_or_name == fact.time), None)
+    if not isinstance(time, exp.Column) or time.table.lower() != alias:
+        return None
+    keys = {col.name for a, b in _equalities(query) for col, other in ((a, b), (b, a))
+            if col.table.lower() == alias and other.table.lower() != alias}  # fmt: skip
+    return Indexed(table, alias, keys.pop(), time.name) if len(keys) == 1 else None
+
+
+def _equalities(query: exp.Expr) -> list[tuple[exp.Column, exp.Column]]:
+    """The ``a.x = b.y`` conjuncts of the query's inner joins and WHERE."""
+    from sqlglot import exp
+
+    conditions = [j.args.get("on") for j in query.args.get("joins") or []]
+    conditions.append((query.args.get("where") or exp.Where(this=None)).this)
+    pairs = []
+    for condition in filter(None, conditions):
+        for conjunct in condition.flatten() if isinstance(condition, exp.And) else [condition]:
+            sides = (conjunct.this, conjunct.expression)
+            if isinstance(conjunct, exp.EQ) and all(
+                isinstance(side, exp.Column) and side.table for side in sides
+            ):
+                pairs.append(sides)
+    return pairs
+
+
 def delta_sql(fact: Fact, shape: Shape, since: int, changed: set[str],
-              columns: dict[str, list[str]]) -> str | None:  # fmt: skip
+              columns: dict[str, list[str]],
+              narrow: Narrow | None = None) -> str | None:  # fmt: skip
     """SQL for the fact's rows gained (``SIGN`` > 0) and lost (< 0) since run ``since``,
     given the tables that have changes (``changed``) and every table's stored columns.
-    None when nothing it reads changed."""
+    None when nothing it reads changed. ``narrow``: see ``Narrow`` (``indexed`` facts)."""
     import sqlglot
     from sqlglot import exp
 
     terms = []
+    first = indexed(fact) if narrow else None
     for i, (alias, table) in enumerate(shape.tables):
         if table not in changed:
             continue
@@ -180,9 +229,45 @@ def delta_sql(fact: Fact, shape: Shape, since: int, changed: set[str],
                 continue
             alias_of = exp.TableAlias(this=exp.to_identifier(other))
             node.replace(exp.Subquery(this=sqlglot.parse_one(sub, read="duckdb"), alias=alias_of))
+        if first is not None and i > 0 and narrow is not None:
+            where = narrow(_keys_sql(query, first))
+            if where == "false":
+                continue  # no row of the first table meets this term's changed rows
+            if where:
+                query = query.where(where, dialect="duckdb")
         query = query.select(exp.column(SIGN, table=alias).as_(SIGN))
         terms.append(query.sql(dialect="duckdb"))
     return " UNION ALL ".join(f"({t})" for t in terms) if terms else None
+
+
+def _keys_sql(query: exp.Select, first: Indexed) -> str:
+    """SQL for the values of the first table's join column that rows of the term's other
+    tables can meet: those tables joined without it (a superset: conditions on the first
+    table are left out)."""
+    import sqlglot
+    from sqlglot import exp
+
+    def mine(node: exp.Expr) -> bool:
+        return any(c.table.lower() == first.alias for c in node.find_all(exp.Column))
+
+    def kept(condition: exp.Expr | None) -> list[exp.Expr]:
+        if condition is None:
+            return []
+        parts = condition.flatten() if isinstance(condition, exp.And) else [condition]
+        return [p for p in parts if not mine(p)]
+
+    joins = query.args.get("joins") or []
+    partner = next(b if a.table.lower() == first.alias else a for a, b in _equalities(query)
+                   if first.alias in (a.table.lower(), b.table.lower())
+                   and first.key in (a.name, b.name))  # fmt: skip
+    keys = sqlglot.select(partner.copy().as_("k")).from_(joins[0].this.copy()).distinct()
+    where = kept(joins[0].args.get("on"))
+    for join in joins[1:]:
+        on = kept(join.args.get("on"))
+        keys = keys.join(join.this.copy(), on=exp.and_(*on) if on else exp.true())
+    if where:
+        keys = keys.where(exp.and_(*where))
+    return keys.sql(dialect="duckdb")
 
 
 def _table_nodes(query: exp.Select) -> list[exp.Table]:

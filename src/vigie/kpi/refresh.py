@@ -30,10 +30,12 @@ from vigie.kpi.delta import (
     COUNT,
     SIGN,
     KeyedCte,
+    Narrow,
     Shape,
     delta_rows,
     delta_sql,
     incremental_shape,
+    indexed,
     keyed_ctes,
     partners,
     with_kept,
@@ -45,7 +47,7 @@ from vigie.kpi.model import Fact, Metrics, ShareWithin
 from vigie.kpi.patterns import forget_pattern, pattern_from_stats, save_pattern, sync_horizon
 from vigie.kpi.protect import ProtectionError
 from vigie.kpi.query import q
-from vigie.kpi.state import Plan, ddl, plan_for, unsupported
+from vigie.kpi.state import Plan, ddl, merge, plan_for, unsupported
 from vigie.scan.detectors import without_values
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import (
@@ -63,7 +65,7 @@ STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
 NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated whole
-FORMAT = 4  # of the states: a state of another format is rebuilt
+FORMAT = 5  # of the states: a state of another format is rebuilt
 
 
 @dataclass
@@ -284,8 +286,38 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
     if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
         store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {cols}, "
                           f"{_digest(cols)} FROM {DELTA}")  # fmt: skip
+    if first := indexed(plan.fact):
+        key, day = q(first.key), f"date_trunc('day', {q(first.time)})"
+        _run(store, plan, f"CREATE TABLE {plan.table('kd')} AS SELECT {key} AS k, {day} AS d, "
+             f"COUNT(*)::BIGINT AS n FROM {q(first.table)} GROUP BY ALL")  # fmt: skip
     apply(store.con, plan, DELTA, _redo(store, plan, None), until, full=True)
     return int(store.rows(f"SELECT COUNT(*) FROM {DELTA}")[0][0])
+
+
+def _key_days(store: Store, plan: Plan, since: int, changed: set[str]) -> Narrow | None:
+    """Bring the days kept per join key of the fact's first table (``delta.Indexed``)
+    forward by its changed rows; returns how a term narrows that table to the days of
+    the keys it can meet."""
+    first = indexed(plan.fact)
+    if first is None:
+        return None
+    kd = plan.table("kd")
+    if first.table in changed:
+        key, time = q(first.key), q(first.time)
+        rows = delta_rows(first.table, since, [first.key, first.time])
+        merge(store.con, kd, ("k", "d"), ["n"], f"SELECT {key} AS k, date_trunc('day', {time}) "
+              f"AS d, SUM({SIGN})::BIGINT AS n FROM ({rows}) GROUP BY ALL")  # fmt: skip
+
+    def narrow(keys: str) -> str | None:
+        (lo, hi, kind), = store.rows(f"SELECT CAST(MIN(d) AS VARCHAR), CAST(MAX(d) AS VARCHAR), "
+                                     f"typeof(MIN(d)) FROM {kd} WHERE k IN ({keys})")  # fmt: skip
+        if lo is None:
+            return "false"
+        t = f"{q(first.alias)}.{q(first.time)}"
+        return (f"{t} >= CAST({literal('duckdb', lo)} AS {kind}) AND "
+                f"{t} < CAST({literal('duckdb', hi)} AS {kind}) + INTERVAL 1 DAY")  # fmt: skip
+
+    return narrow
 
 
 def _digest(cols: str) -> str:
@@ -332,7 +364,8 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
     if isinstance(shape, Shape):
         changed = {t for t in shape.names if _changed(store, t, since)}
         columns = {t: _stored_columns(store, t) for t in shape.names}
-        sql = delta_sql(plan.fact, shape, since, changed, columns)
+        sql = delta_sql(plan.fact, shape, since, changed, columns,
+                        _key_days(store, plan, since, changed))  # fmt: skip
         if sql is None:
             sql = f"SELECT *, 0::BIGINT AS {SIGN} FROM ({plan.fact.sql}) LIMIT 0"
         now = None
