@@ -13,10 +13,11 @@ from conftest import EXAMPLE_POLICY
 from helpers import prod, prod_exec, store_content
 from test_cli import vigie
 from vigie.db.connect import connect
-from vigie.errors import StoreError
+from vigie.errors import StoreError, SyncError
 from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
 from vigie.fleet.tick import tick_fleet
+from vigie.sources.duck import SEEN, DuckSource
 from vigie.stores.duckdb_store import Store
 from vigie.sync.run import Syncer, sync
 from vigie.sync.service import Quiet
@@ -44,6 +45,23 @@ def test_a_store_kept_open_syncs_run_after_run_exactly(any_dsn, keys, tmp_path):
     fresh = tmp_path / "fresh" / "vigie.duckdb"
     sync(any_dsn, EXAMPLE_POLICY, fresh, keys)
     assert store_content(kept, keys) == store_content(fresh, keys)
+
+
+def test_a_reader_that_does_not_see_the_runs_snapshot_is_never_used(pg_dsn):
+    """Read-ahead readers join the run's PostgreSQL snapshot and see what the run sees,
+    whatever commits after it; a reader that would see another state is opened again, and
+    refused with a clear error if it still does: nothing is read through it."""
+    source = DuckSource(pg_dsn)
+    source.snapshot()
+    try:
+        prod_exec(pg_dsn, "CREATE TABLE after_the_snapshot (x INTEGER)")  # a later commit
+        reader = source.reader()
+        assert reader._scalar(SEEN) == source.snapshot_seen
+        source.snapshot_seen = "1:1:"  # as if the run had seen another state
+        with pytest.raises(SyncError, match="did not join the run's snapshot"):
+            source.reader(reader)
+    finally:
+        source.close()
 
 
 def test_a_delta_too_large_to_hold_is_streamed_by_the_table(pg_dsn, keys, tmp_path):

@@ -48,6 +48,10 @@ _MY_KINDS: dict[str, Kind] = {
     "tinytext": "text", "datetime": "timestamp", "timestamp": "timestamp", "date": "date",
 }  # fmt: skip
 
+# What a PostgreSQL transaction sees (xmin:xmax:running): a reader that joined the run's
+# snapshot sees what the run sees
+SEEN = "SELECT pg_current_snapshot()::text"
+
 
 class DuckSource:
     """A PostgreSQL or MySQL source attached read-only to a private DuckDB."""
@@ -70,6 +74,7 @@ class DuckSource:
             ) from None
         self.schema = self._scalar("SELECT current_schema()") if self.pg else dsn.database
         self._in_snapshot = False
+        self.snapshot_id = self.snapshot_seen = ""
         self._catalog_cache: tuple[dict[str, SourceTable], dict[str, list[ForeignKey]]] | None
         self._catalog_cache = None
 
@@ -231,8 +236,10 @@ class DuckSource:
         self._in_snapshot = True
         if self.pg:  # lets parallel readers join this very snapshot
             self.snapshot_id = str(self._scalar("SELECT pg_export_snapshot()"))
+            self.snapshot_seen = str(self._scalar(SEEN))
 
     def _join_snapshot(self, snapshot_id: str) -> None:
+        """Begin a transaction on the snapshot another connection exported."""
         self.con.execute("BEGIN TRANSACTION")
         self._in_snapshot = True
         inner = f"SET TRANSACTION SNAPSHOT '{snapshot_id}'".replace("'", "''")
@@ -259,6 +266,17 @@ class DuckSource:
                 spare.close()
             clone = DuckSource(self.dsn)
         clone._join_snapshot(self.snapshot_id)
+        if str(clone._scalar(SEEN)) != self.snapshot_seen:  # never read another state
+            clone.close()
+            clone = DuckSource(self.dsn)
+            clone._join_snapshot(self.snapshot_id)
+            if str(clone._scalar(SEEN)) != self.snapshot_seen:
+                clone.close()
+                raise SyncError(
+                    f"A reader of {self.dsn} did not join the run's snapshot of PostgreSQL: "
+                    "nothing was read through it.",
+                    hint="Run the sync again; if it recurs, report it with the server version.",
+                )
         return clone
 
     def release(self) -> None:
