@@ -25,6 +25,7 @@ from vigie.kpi.patterns import compute_pattern
 from vigie.kpi.protect import ProtectionError
 from vigie.kpi.query import KpiQuery, compile_query
 from vigie.kpi.refresh import refresh
+from vigie.kpi.state import plan_for
 from vigie.policy.load import load_policy
 from vigie.stores.checks import verify_store
 from vigie.stores.duckdb_store import Store
@@ -279,6 +280,30 @@ def test_first_and_last_connections_are_merged_from_the_changed_events(fleet, mo
             assert sorted(s.rows(f"SELECT * FROM {kept}")) == sorted(s.rows(cte.kept_sql))
     assert set(again) == {"first_ok", "last_seen"}
     assert 0 < again["first_ok"] < touched / 3 and again["last_seen"] < touched / 3
+
+
+def test_terms_joining_every_event_to_deleted_accounts_are_skipped(fleet):
+    """Deleted accounts change devices and users, but leave no event: the days kept per
+    device say so, and the terms that would join every stored event to those devices and
+    users are left out (only the events' own term remains). Still a full rebuild's answer."""
+    dsn, store, keys = fleet
+    _delete_accounts(dsn, 30)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    fact = METRICS.facts["events"]
+    shape = incremental_shape(fact)
+    assert not isinstance(shape, str)
+    with Store(store, keys) as s:
+        (since,) = s.rows("SELECT run_id FROM _vigie_kpi.state__registry WHERE fact = 'events'")[0]
+        columns = {t: refresh_module._stored_columns(s, t) for t in shape.names}
+        s.con.execute("BEGIN TRANSACTION")
+        narrow = refresh_module._key_days(s, plan_for(METRICS, fact), since, set(shape.names))
+        sql = delta_sql(fact, shape, since, set(shape.names), columns, narrow)
+        s.con.execute("ROLLBACK")
+        term = "(SELECT e.ts AS time"  # each term of the sum starts so
+        assert sql is not None and sql.count(term) == 1
+        whole = delta_sql(fact, shape, since, set(shape.names), columns)
+        assert whole is not None and whole.count(term) == 3
+    refreshed_equals_rebuilt(store, keys)
 
 
 def test_people_of_deleted_accounts_are_not_read_again():

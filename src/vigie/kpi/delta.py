@@ -247,8 +247,8 @@ def _keys_sql(query: exp.Select, first: Indexed) -> str:
     import sqlglot
     from sqlglot import exp
 
-    def mine(node: exp.Expr) -> bool:
-        return any(c.table.lower() == first.alias for c in node.find_all(exp.Column))
+    def mine(node: exp.Expr) -> bool:  # an unqualified column may be the first table's
+        return any(c.table.lower() in ("", first.alias) for c in node.find_all(exp.Column))
 
     def kept(condition: exp.Expr | None) -> list[exp.Expr]:
         if condition is None:

@@ -309,13 +309,16 @@ def _key_days(store: Store, plan: Plan, since: int, changed: set[str]) -> Narrow
               f"AS d, SUM({SIGN})::BIGINT AS n FROM ({rows}) GROUP BY ALL")  # fmt: skip
 
     def narrow(keys: str) -> str | None:
-        (lo, hi, kind), = store.rows(f"SELECT CAST(MIN(d) AS VARCHAR), CAST(MAX(d) AS VARCHAR), "
-                                     f"typeof(MIN(d)) FROM {kd} WHERE k IN ({keys})")  # fmt: skip
-        if lo is None:
-            return "false"
+        _run(store, plan, f"SELECT CAST(MIN(d) AS VARCHAR), CAST(MAX(d) AS VARCHAR), "
+             f"typeof(MIN(d)), bool_or(d IS NULL) FROM {kd} WHERE k IN ({keys})")  # fmt: skip
+        ((lo, hi, kind, undated),) = store.con.fetchall()
         t = f"{q(first.alias)}.{q(first.time)}"
-        return (f"{t} >= CAST({literal('duckdb', lo)} AS {kind}) AND "
-                f"{t} < CAST({literal('duckdb', hi)} AS {kind}) + INTERVAL 1 DAY")  # fmt: skip
+        when = [f"{t} IS NULL"] if undated else []  # rows without a time are not forgotten
+        if lo is not None:
+            start, stop = literal("duckdb", lo), literal("duckdb", hi)
+            when.append(f"({t} >= CAST({start} AS {kind}) AND "
+                        f"{t} < CAST({stop} AS {kind}) + INTERVAL 1 DAY)")  # fmt: skip
+        return f"({' OR '.join(when)})" if when else "false"
 
     return narrow
 
