@@ -17,7 +17,14 @@ from vigie.errors import UsageError
 from vigie.fleet.tick import tick_fleet
 from vigie.kpi import maintain
 from vigie.kpi import refresh as refresh_module
-from vigie.kpi.delta import SIGN, delta_sql, incremental_shape, keyed_ctes, partners
+from vigie.kpi.delta import (
+    SIGN,
+    delta_sql,
+    incremental_shape,
+    keyed_ctes,
+    keyed_fact,
+    partners,
+)
 from vigie.kpi.fit import rollup_name
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Fact, ShareWithin
@@ -529,3 +536,73 @@ def test_change_logs_ignore_case_as_the_engine_does(fleet):
     found = [f.where for f in verify_store(store, load_policy(EXAMPLE_POLICY), keys)
              if f.check == "foreign" and "before" in f.where]  # fmt: skip
     assert found == []
+
+
+def test_outcomes_are_evaluated_again_only_for_devices_that_may_have_changed(fleet, monkeypatch):
+    """Activation outcomes is evaluated again for the devices whose rows, owner, first or
+    last connection changed, and for those whose 7- or 30-day mark the data's end moved
+    across (an event far ahead here), not for the whole fleet; still a full rebuild's."""
+    dsn, store, keys = fleet
+    tick_fleet(dsn, minutes=30, seed=11)
+    ((end, ahead),) = prod(dsn, "SELECT datetime(MAX(ts)), (SELECT MIN(datetime(activated_at, "
+                                "'+7 days')) FROM devices WHERE datetime(activated_at, '+7 days') > "
+                                "(SELECT datetime(MAX(ts)) FROM connection_events)) "
+                                "FROM connection_events")  # fmt: skip
+    assert ahead is not None  # some device's 7-day mark lies ahead of the data
+    (top,) = prod(dsn, "SELECT MAX(id) FROM connection_events")[0]
+    prod_exec(dsn, f"INSERT INTO connection_events (id, device_id, ts, kind, error_code, rtt_ms, "
+                   f"client_ip, app_version, firmware) SELECT {top} + 1, device_id, "
+                   f"datetime('{ahead}', '+1 hour'), kind, error_code, rtt_ms, client_ip, "
+                   f"app_version, firmware FROM connection_events WHERE id = {top}")  # fmt: skip
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    seen: dict[str, object] = {}
+    real = refresh_module._run
+
+    def recorded(s, plan, sql, params=None):  # type: ignore[no-untyped-def]
+        real(s, plan, sql, params)
+        if plan.fact.name == "activation_outcomes" and "TEMP TABLE vigie_now" in sql:
+            seen["evaluated"] = s.rows("SELECT COUNT(*) FROM vigie_now")[0][0]
+            seen["keys"] = {k for (k,) in s.rows("SELECT k FROM vigie_fk")}
+
+    monkeypatch.setattr(refresh_module, "_run", recorded)
+    done = refreshed_equals_rebuilt(store, keys)
+    assert {f.fact: f.mode for f in done}["activation_outcomes"] == "difference"
+    with Store(store, keys) as s:
+        (devices,) = s.rows("SELECT COUNT(*) FROM devices")[0]
+        crossed = {k for (k,) in s.rows(
+            "SELECT id FROM devices WHERE activated_at + INTERVAL 7 DAY > CAST(? AS TIMESTAMP) "
+            "AND activated_at + INTERVAL 7 DAY <= CAST(? AS TIMESTAMP) + INTERVAL 1 HOUR",
+            [end, ahead])}  # fmt: skip
+    assert crossed and crossed <= seen["keys"]  # type: ignore[operator]
+    assert 0 < seen["evaluated"] < devices / 2  # type: ignore[operator]
+
+
+def test_which_facts_are_evaluated_by_key_is_derived_from_their_sql():
+    """A fact is evaluated again by key only when each of its rows comes from one row of
+    its first table, and its one-row queries are only compared with that table's
+    expressions; otherwise it is compared whole."""
+    outcomes = keyed_fact(METRICS.facts["activation_outcomes"])
+    assert outcomes is not None
+    assert (outcomes.table, outcomes.column, outcomes.output) == ("devices", "id", "device_id")
+    assert {(link.name, link.kept) for link in outcomes.links} == {
+        ("users", False), ("first_ok", True), ("last_seen", True)}  # fmt: skip
+    assert [b for s in outcomes.scalars for b in s.bounds] == [
+        ("ts", "d.activated_at + INTERVAL '7' DAY"),
+        ("ts", "d.activated_at + INTERVAL '30' DAY"),
+    ]
+    head = ("WITH x AS (SELECT MAX(ts) AS ts FROM connection_events), "
+            "f AS (SELECT device_id, MIN(ts) AS ts FROM connection_events GROUP BY device_id) "
+            "SELECT d.activated_at AS time, d.id AS device_id, d.user_id, ")  # fmt: skip
+    tail = " FROM devices d JOIN users u ON u.id = d.user_id CROSS JOIN x "
+    cases = {
+        "x.ts - d.activated_at AS age": None,  # the scalar is not compared: every row moves
+        "d.activated_at <= x.ts - INTERVAL 7 DAY AS old": None,  # compared, but inside
+        "u.created_at <= x.ts AS old": None,  # compared with another table's column
+        "d.activated_at <= x.ts AS old": "device_id",
+    }
+    for select, output in cases.items():
+        found = keyed_fact(Fact("f", head + select + tail, "time", "user_id", (), ((),)))
+        assert (found.output if found else None) == output, select
+    right = Fact("f", head + "u.country" + tail.replace("JOIN users", "RIGHT JOIN users"),
+                 "time", "user_id", (), ((),))  # fmt: skip
+    assert keyed_fact(right) is None

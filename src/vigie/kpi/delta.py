@@ -414,3 +414,181 @@ def with_kept(fact: Fact, kept: dict[str, str]) -> str:
             kept_sql = f"SELECT * EXCLUDE ({COUNT}) FROM {kept[cte.alias_or_name]}"
             cte.set("this", sqlglot.parse_one(kept_sql, read="duckdb"))
     return query.sql(dialect="duckdb")
+
+
+@dataclass(frozen=True)
+class Link:
+    """A source joined to a keyed fact's first table by an equality with one of its
+    columns: a synced table, or a kept keyed ``WITH`` query (``KeyedCte``)."""
+
+    name: str
+    kept: bool
+    column: str  # its column in the equality
+    first_column: str  # the first table's column it equals
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """A ``WITH`` query of aggregates without ``GROUP BY`` (one row: the data's end), cross
+    joined, whose columns the fact only compares with expressions of its first table."""
+
+    name: str
+    sql: str  # its query
+    bounds: tuple[tuple[str, str], ...]  # (its column, an expression compared with it)
+
+
+@dataclass(frozen=True)
+class KeyedFact:
+    """A fact each of whose rows comes from one row of its first table (devices), carried
+    as an output column (``output``, the first table's ``column``): the other sources are
+    joined to that row (``links``) or are one-row ``WITH`` queries (``scalars``). The rows
+    of a key can change only when a row it is made of changed, or when a one-row query
+    moved across one of its compared expressions: so a refresh evaluates the fact again
+    for those keys alone (``kpi.refresh``), not whole."""
+
+    table: str
+    alias: str
+    column: str
+    output: str
+    links: tuple[Link, ...]
+    scalars: tuple[Scalar, ...]
+
+
+_COMPARISONS = ("LT", "LTE", "GT", "GTE", "EQ", "NEQ")
+
+
+@cache
+def keyed_fact(fact: Fact) -> KeyedFact | None:
+    """The fact as a ``KeyedFact``, or None when it is not one (it is then compared whole)."""
+    import sqlglot
+    from sqlglot import exp
+
+    query = sqlglot.parse_one(fact.sql, read="duckdb")
+    if not isinstance(query, exp.Select) or any(
+        query.args.get(k) for k in ("group", "having", "distinct", "limit", "qualify")
+    ):
+        return None
+    with_ = query.args.get("with") or query.args.get("with_")
+    bodies = {c.alias_or_name.lower(): c.this for c in (with_.expressions if with_ else [])}
+    kept = {c.name.lower() for c in keyed_ctes(fact)}
+    from_ = query.args.get("from") or query.args.get("from_")
+    if from_ is None or not isinstance(from_.this, exp.Table) or from_.this.name.lower() in bodies:
+        return None
+    first = from_.this.alias_or_name.lower()
+    if any(t.name.lower() in bodies for body in bodies.values() for t in body.find_all(exp.Table)):
+        return None  # a WITH query reading another: kept and one-row queries stand alone
+    joins = query.args.get("joins") or []
+    parts = [*query.expressions, *(j.args.get("on") for j in joins), query.args.get("where")]
+    if not _plain(list(filter(None, parts))):
+        return None
+    aliases, links, scalars = {first}, list[Link](), dict[str, str]()
+    for join in joins:
+        target = join.this
+        if not isinstance(target, exp.Table) or join.args.get("using"):
+            return None
+        name, alias = target.name.lower(), target.alias_or_name.lower()
+        side, kind = (join.side or "").upper(), (join.kind or "").upper()
+        if alias in aliases:
+            return None
+        aliases.add(alias)
+        if name in bodies and name not in kept:
+            if kind != "CROSS" or side or join.args.get("on") or not _one_row(bodies[name]):
+                return None
+            scalars[alias] = name
+            continue
+        if side not in ("", "LEFT") or kind not in ("", "INNER", "OUTER"):
+            return None
+        pair = next(((a, b) if a.table.lower() == alias else (b, a)
+                     for a, b in _equalities_of(join.args.get("on"))
+                     if {a.table.lower(), b.table.lower()} == {alias, first}), None)  # fmt: skip
+        if pair is None:
+            return None
+        if name in kept and any(link.name == name for link in links):
+            return None  # a kept query joined twice: read for the keys, it serves one join
+        links.append(Link(name, name in kept, pair[0].name, pair[1].name))
+    columns = [c for p in parts if p is not None for c in p.find_all(exp.Column)]
+    if any(c.table.lower() not in aliases for c in columns):
+        return None
+    bounds: dict[str, list[tuple[str, str]]] = {a: [] for a in scalars}
+    for col in columns:
+        if col.table.lower() not in scalars:
+            continue
+        parent = col.parent
+        if type(parent).__name__ not in _COMPARISONS:
+            return None
+        other = parent.expression if parent.this is col else parent.this
+        if any(c.table.lower() != first for c in other.find_all(exp.Column)):
+            return None
+        bounds[col.table.lower()].append((col.name, other.sql(dialect="duckdb")))
+    key = _key_output(query, first, {lk.first_column for lk in links if lk.kept})
+    if key is None:
+        return None
+    return KeyedFact(from_.this.name, first, key[1], key[0], tuple(links),
+                     tuple(Scalar(scalars[a], bodies[scalars[a]].sql(dialect="duckdb"), tuple(b))
+                           for a, b in bounds.items()))  # fmt: skip
+
+
+def _plain(parts: list[exp.Expr]) -> bool:
+    """No aggregate, window, subquery, star or volatile function; every column qualified."""
+    from sqlglot import exp
+
+    for part in parts:
+        for node in part.walk():
+            if isinstance(node, exp.AggFunc | exp.Window | exp.Subquery | exp.Select | exp.Star):
+                return False
+            if isinstance(node, exp.Func) and _volatile(node):
+                return False
+            if isinstance(node, exp.Column) and (not node.table or isinstance(node.this, exp.Star)):
+                return False
+    return True
+
+
+def _one_row(body: exp.Expr) -> bool:
+    """A SELECT of aggregates only, without GROUP BY: always exactly one row."""
+    from sqlglot import exp
+
+    clauses = ("group", "having", "limit", "distinct", "qualify", "with", "with_")
+    if not isinstance(body, exp.Select) or any(body.args.get(k) for k in clauses):
+        return False
+    if any(isinstance(n, exp.Window | exp.Subquery) or (isinstance(n, exp.Func) and _volatile(n))
+           for n in body.walk()):  # fmt: skip
+        return False
+    return all(isinstance(p.unalias(), exp.AggFunc) for p in body.expressions)
+
+
+def _equalities_of(condition: exp.Expr | None) -> list[tuple[exp.Column, exp.Column]]:
+    from sqlglot import exp
+
+    if condition is None:
+        return []
+    conjuncts = condition.flatten() if isinstance(condition, exp.And) else [condition]
+    return [(c.this, c.expression) for c in conjuncts
+            if isinstance(c, exp.EQ) and isinstance(c.this, exp.Column)
+            and isinstance(c.expression, exp.Column)]  # fmt: skip
+
+
+def _key_output(query: exp.Select, first: str, joined: set[str]) -> tuple[str, str] | None:
+    """(output name, first table column) of an output that is a column of the first
+    table: preferably one a kept ``WITH`` query is joined on (a device's id), then one
+    named ``id``, then the first."""
+    from sqlglot import exp
+
+    found = [(p.alias_or_name, p.unalias().name) for p in query.expressions
+             if isinstance(p.unalias(), exp.Column)
+             and p.unalias().table.lower() == first]  # fmt: skip
+    ranked = sorted(found, key=lambda f: (f[1] not in joined, f[1].lower() != "id"))
+    return ranked[0] if ranked else None
+
+
+def replace_ctes(sql: str, bodies: dict[str, str]) -> str:
+    """The SQL with the named ``WITH`` queries' bodies replaced."""
+    import sqlglot
+
+    query = sqlglot.parse_one(sql, read="duckdb")
+    with_ = query.args.get("with") or query.args.get("with_")
+    assert with_ is not None  # only called with the names of its WITH queries
+    named = {name.lower(): body for name, body in bodies.items()}
+    for cte in list(with_.expressions):
+        if cte.alias_or_name.lower() in named:
+            cte.set("this", sqlglot.parse_one(named[cte.alias_or_name.lower()], read="duckdb"))
+    return query.sql(dialect="duckdb")

@@ -30,6 +30,7 @@ from vigie.kpi.delta import (
     COUNT,
     SIGN,
     KeyedCte,
+    KeyedFact,
     Narrow,
     Shape,
     delta_rows,
@@ -37,7 +38,9 @@ from vigie.kpi.delta import (
     incremental_shape,
     indexed,
     keyed_ctes,
+    keyed_fact,
     partners,
+    replace_ctes,
     with_kept,
 )
 from vigie.kpi.fit import check_against_store, rollup_name
@@ -64,8 +67,8 @@ from vigie.stores.meta import (
 STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
-NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated whole
-FORMAT = 5  # of the states: a state of another format is rebuilt
+NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated (for some keys)
+FORMAT = 6  # of the states: a state of another format is rebuilt
 
 
 @dataclass
@@ -186,13 +189,17 @@ def _logged_tables(fact: Fact) -> set[str]:
     shape = incremental_shape(fact)
     if isinstance(shape, Shape):
         return set(shape.names)
-    return {c.table for c in keyed_ctes(fact)}
+    keyed = keyed_fact(fact)
+    linked = {keyed.table, *(k.name for k in keyed.links if not k.kept)} if keyed else set()
+    return {c.table for c in keyed_ctes(fact)} | linked
 
 
 def _kept_ctes(store: Store, plan: Plan, since: int | None) -> str:
     """Keep the fact's keyed ``WITH`` queries as tables, bringing forward the groups whose
-    keys have rows changed since run ``since`` (None: computing them all); returns the
-    fact's SQL reading them."""
+    keys have rows changed since run ``since`` (None: computing them all), each group
+    brought forward listed in ``vigie_ck_<query>``; and, for a ``KeyedFact``, its one-row
+    queries: kept after a full refresh, evaluated into ``vigie_sc_<query>`` otherwise.
+    Returns the fact's SQL reading them."""
     kept = {}
     for cte in keyed_ctes(plan.fact):
         table = plan.table(f"cte_{cte.name}")
@@ -209,8 +216,28 @@ def _kept_ctes(store: Store, plan: Plan, since: int | None) -> str:
                 f"WHERE {REPLACED_BY} > {since}"
             )
             store.con.execute(f"DELETE FROM {table} WHERE {_among(cte.key, 'vigie_keys')}")
+            store.con.execute(f"CREATE OR REPLACE TEMP TABLE {_changed_keys(cte.name)} AS "
+                              "SELECT k FROM vigie_keys")  # fmt: skip
             _recompute(store, plan, cte, table)
-    return with_kept(plan.fact, kept) if kept else plan.fact.sql
+    sql = with_kept(plan.fact, kept) if kept else plan.fact.sql
+    keyed = keyed_fact(plan.fact)
+    scalars = {}
+    for scalar in keyed.scalars if keyed else ():
+        table = plan.table(f"cte_{scalar.name}") if since is None else _now_of(scalar.name)
+        temp = "" if since is None else "TEMP "
+        _run(store, plan, f"CREATE OR REPLACE {temp}TABLE {table} AS {scalar.sql}")
+        scalars[scalar.name] = f"SELECT * FROM {table}"
+    return replace_ctes(sql, scalars) if scalars else sql
+
+
+def _changed_keys(cte: str) -> str:
+    """The temporary table of a kept ``WITH`` query's groups brought forward."""
+    return q(f"vigie_ck_{cte}")
+
+
+def _now_of(scalar: str) -> str:
+    """The temporary table of a one-row ``WITH`` query's value now."""
+    return q(f"vigie_sc_{scalar}")
 
 
 def _recompute(store: Store, plan: Plan, cte: KeyedCte, table: str) -> None:
@@ -225,8 +252,14 @@ def _recompute(store: Store, plan: Plan, cte: KeyedCte, table: str) -> None:
 
 
 def _among(key: str, keys: str, column: str = "k") -> str:
-    """SQL: ``key`` is one of ``keys``'s ``column`` (NULL included, as GROUP BY has it)."""
-    return (f"({q(key)} IN (SELECT {column} FROM {keys}) OR ({q(key)} IS NULL AND EXISTS "
+    """SQL: column ``key`` is one of ``keys``'s ``column`` (NULL included, as GROUP BY has
+    it)."""
+    return _among_sql(q(key), keys, column)
+
+
+def _among_sql(value: str, keys: str, column: str = "k") -> str:
+    """SQL: ``value`` (SQL) is one of ``keys``'s ``column``, NULL included."""
+    return (f"({value} IN (SELECT {column} FROM {keys}) OR ({value} IS NULL AND EXISTS "
             f"(SELECT 1 FROM {keys} WHERE {column} IS NULL)))")  # fmt: skip
 
 
@@ -260,6 +293,8 @@ def _merge_cte(store: Store, plan: Plan, cte: KeyedCte, table: str, since: int) 
         f"{', '.join(merged)}, {n} AS {COUNT}, ({redo}) AS _again FROM vigie_cg g "
         f"LEFT JOIN {table} t ON t.{q(cte.key)} IS NOT DISTINCT FROM g.k"
     )
+    store.con.execute(f"CREATE OR REPLACE TEMP TABLE {_changed_keys(cte.name)} AS SELECT "
+                      f"{q(cte.key)} AS k FROM vigie_cm")  # fmt: skip
     store.con.execute(f"DELETE FROM {table} WHERE {_among(cte.key, 'vigie_cm', q(cte.key))}")
     store.con.execute(f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (_again) FROM vigie_cm "
                       f"WHERE NOT _again AND {COUNT} > 0")  # fmt: skip
@@ -278,14 +313,16 @@ def _full(store: Store, plan: Plan, until: datetime) -> int:
         "schema_name = ? AND starts_with(table_name, ?)", [ROLLUP_SCHEMA, prefix]):  # fmt: skip
         store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
     cols = ", ".join(q(c) for c in plan.reads)
-    sql = plan.fact.sql if _is_spj(plan.fact) else _kept_ctes(store, plan, None)
-    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {cols}, 1::BIGINT AS "
+    spj = _is_spj(plan.fact)
+    sql = plan.fact.sql if spj else _kept_ctes(store, plan, None)
+    kept = cols if spj else _row_columns(plan)  # with its key, for a ``KeyedFact``
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT {kept}, 1::BIGINT AS "
          f"{SIGN}, {derived(plan.fact.time)} FROM ({sql})")  # fmt: skip
     for sql in ddl(plan, _types(store)):
         store.con.execute(sql)
-    if not _is_spj(plan.fact):  # kept whole: the next refresh is its difference with it
-        store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {cols}, "
-                          f"{_digest(cols)} FROM {DELTA}")  # fmt: skip
+    if not spj:  # kept whole: the next refresh is its difference with it
+        store.con.execute(f"CREATE TABLE {plan.table('rows')} AS SELECT {kept}, "
+                          f"{_digest(kept)} FROM {DELTA}")  # fmt: skip
     if first := indexed(plan.fact):
         key, day = q(first.key), f"date_trunc('day', {q(first.time)})"
         _run(store, plan, f"CREATE TABLE {plan.table('kd')} AS SELECT {key} AS k, {day} AS d, "
@@ -328,30 +365,137 @@ def _digest(cols: str) -> str:
     return f"hash({cols}) AS _vh1, hash('vigie', {cols}) AS _vh2"
 
 
-def _difference(store: Store, plan: Plan, since: int, cols: str) -> str:
-    """A fact that is not a select-project-join, evaluated whole (``NOW``) and compared
+def _row_columns(plan: Plan) -> str:
+    """The columns a fact that is not a select-project-join is kept with: those the states
+    read, and a ``KeyedFact``'s key."""
+    cols = list(plan.reads)
+    keyed = keyed_fact(plan.fact)
+    if keyed is not None and keyed.output not in cols:
+        cols.append(keyed.output)
+    return ", ".join(q(c) for c in cols)
+
+
+def _difference(store: Store, plan: Plan, since: int) -> str:
+    """A fact that is not a select-project-join, evaluated again (``NOW``) and compared
     with the rows kept last time: SQL for the rows that differ, signed; the kept rows
-    become the new ones. Digests find the candidates in one pass over single keys; the
-    candidates are then compared column by column (``_incremental`` groups them)."""
+    become the new ones. A ``KeyedFact`` is evaluated for the keys whose rows may have
+    changed (``_fact_keys``), any other whole. Digests find the candidates in one pass
+    over single keys; the candidates are then compared column by column (``_incremental``
+    groups them)."""
+    cols, kept = _row_columns(plan), plan.table("rows")
+    sql = _kept_ctes(store, plan, since)
+    keyed = keyed_fact(plan.fact)
+    among = "true"
+    if keyed is not None and _fact_keys(store, plan, keyed, since):
+        sql = _for_keys(plan, keyed, sql)
+        among = _among_sql(f"k.{q(keyed.output)}", "vigie_fk")
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {NOW} AS SELECT {cols}, {_digest(cols)} "
-         f"FROM ({_kept_ctes(store, plan, since)})")  # fmt: skip
-    kept = plan.table("rows")
+         f"FROM ({sql})")  # fmt: skip
+    before = f"(SELECT * FROM {kept} k WHERE {among})"
     store.con.execute(
         "CREATE OR REPLACE TEMP TABLE vigie_differ AS SELECT _vh1, _vh2 FROM (SELECT _vh1, "
-        f"_vh2, 1 AS s FROM {NOW} UNION ALL SELECT _vh1, _vh2, -1 FROM {kept}) GROUP BY ALL "
+        f"_vh2, 1 AS s FROM {NOW} UNION ALL SELECT _vh1, _vh2, -1 FROM {before}) GROUP BY ALL "
         "HAVING SUM(s) <> 0"
     )
     store.con.execute(
         f"CREATE OR REPLACE TEMP TABLE vigie_diff AS SELECT {cols}, 1::BIGINT AS {SIGN} FROM "
         f"{NOW} SEMI JOIN vigie_differ USING (_vh1, _vh2) UNION ALL SELECT {cols}, -1::BIGINT "
-        f"FROM {kept} SEMI JOIN vigie_differ USING (_vh1, _vh2)"
+        f"FROM {before} SEMI JOIN vigie_differ USING (_vh1, _vh2)"
     )
     store.con.execute(f"DELETE FROM {kept} WHERE rowid IN (SELECT k.rowid FROM {kept} k "
-                      "SEMI JOIN vigie_differ USING (_vh1, _vh2))")  # fmt: skip
+                      f"SEMI JOIN vigie_differ USING (_vh1, _vh2) WHERE {among})")  # fmt: skip
     store.con.execute(f"INSERT INTO {kept} SELECT * FROM {NOW} SEMI JOIN vigie_differ "
                       "USING (_vh1, _vh2)")  # fmt: skip
     store.con.execute("DROP TABLE vigie_differ")
+    _keep_scalars(store, plan, keyed)
     return "SELECT * FROM vigie_diff"
+
+
+def _for_keys(plan: Plan, keyed: KeyedFact, sql: str) -> str:
+    """The ``KeyedFact``'s SQL (kept queries read from their tables) for the keys in
+    ``vigie_fk``: its first table, and the kept queries joined on its key, are read for
+    those keys alone (a filter over the joined result would be applied after the joins)."""
+    import sqlglot
+    from sqlglot import exp
+
+    query = sqlglot.parse_one(sql, read="duckdb")
+    from_ = query.args.get("from") or query.args.get("from_")
+    assert from_ is not None  # a KeyedFact reads its first table
+    first = f"SELECT * FROM {q(keyed.table)} WHERE {_among_sql(q(keyed.column), 'vigie_fk')}"
+    alias = exp.TableAlias(this=exp.to_identifier(keyed.alias))
+    from_.this.replace(exp.Subquery(this=sqlglot.parse_one(first, read="duckdb"), alias=alias))
+    bodies = {
+        link.name: f"SELECT * EXCLUDE ({COUNT}) FROM {plan.table(f'cte_{link.name}')} "
+        f"WHERE {_among_sql(q(link.column), 'vigie_fk')}"
+        for link in keyed.links
+        if link.kept and link.first_column == keyed.column
+    }
+    out = query.sql(dialect="duckdb")
+    return replace_ctes(out, bodies) if bodies else out
+
+
+def _fact_keys(store: Store, plan: Plan, keyed: KeyedFact, since: int) -> bool:
+    """List in ``vigie_fk`` the keys of a ``KeyedFact`` whose rows may have changed since
+    run ``since``: those of first-table rows changed, of first-table rows joined to a row
+    changed (old or new) or to a kept group brought forward, and of rows with an
+    expression between the old and new value of a one-row query it is compared with.
+    False when that cannot be told (every key is then evaluated)."""
+    first, col = q(keyed.table), q(keyed.column)
+
+    def of(column: str, values: str) -> str:
+        if column == keyed.column:  # the keys themselves (one not in the table: no row)
+            return values
+        return f"SELECT {col} AS k FROM {first} WHERE {q(column)} IN ({values})"
+
+    def changed(table: str, column: str) -> str:
+        c = q(column)
+        return (f"SELECT {c} FROM {q(table)} WHERE _vigie_run > {since} UNION ALL "
+                f"SELECT {c} FROM {log_table(table)} WHERE {REPLACED_BY} > {since}")  # fmt: skip
+
+    parts = [f"SELECT {col} AS k FROM {first} WHERE _vigie_run > {since}",
+             f"SELECT {col} FROM {log_table(keyed.table)} "
+             f"WHERE {REPLACED_BY} > {since}"]  # fmt: skip
+    for link in keyed.links:
+        values = (f"SELECT k FROM {_changed_keys(link.name)}" if link.kept
+                  else changed(link.name, link.column))  # fmt: skip
+        parts.append(of(link.first_column, values))
+    for scalar in keyed.scalars:
+        old, new = plan.table(f"cte_{scalar.name}"), _now_of(scalar.name)
+        if not store.rows(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND "
+            "schema_name = ? AND table_name = ?",
+            [ROLLUP_SCHEMA, f"{KPI_STATE}{plan.fact.name}__cte_{scalar.name}"],
+        ):
+            return False  # kept by an older refresh: compared whole this once
+        for column in dict.fromkeys(c for c, _ in scalar.bounds):
+            c = q(column)
+            pair = f"FROM {old} o, {new} n"
+            ((same, unknown),) = store.rows(
+                f"SELECT o.{c} IS NOT DISTINCT FROM n.{c}, o.{c} IS NULL OR n.{c} IS NULL {pair}"
+            )
+            if same:
+                continue
+            if unknown:
+                return False
+            low = f"(SELECT least(o.{c}, n.{c}) {pair})"
+            high = f"(SELECT greatest(o.{c}, n.{c}) {pair})"
+            parts += [f"SELECT {q(keyed.alias)}.{col} FROM {first} AS {q(keyed.alias)} WHERE "
+                      f"({expr}) BETWEEN {low} AND {high}"
+                      for name, expr in scalar.bounds if name == column]  # fmt: skip
+    _run(store, plan, "CREATE OR REPLACE TEMP TABLE vigie_fk AS SELECT DISTINCT k FROM ("
+         + " UNION ALL ".join(parts) + ")")  # fmt: skip
+    return True
+
+
+def _keep_scalars(store: Store, plan: Plan, keyed: KeyedFact | None) -> None:
+    """A ``KeyedFact``'s one-row queries: their values now are kept for the next refresh."""
+    for scalar in keyed.scalars if keyed else ():
+        store.con.execute(f"CREATE OR REPLACE TABLE {plan.table(f'cte_{scalar.name}')} AS "
+                          f"SELECT * FROM {_now_of(scalar.name)}")  # fmt: skip
+        store.con.execute(f"DROP TABLE {_now_of(scalar.name)}")
+    for cte in keyed_ctes(plan.fact):
+        store.con.execute(f"DROP TABLE IF EXISTS {_changed_keys(cte.name)}")
+    store.con.execute("DROP TABLE IF EXISTS vigie_fk")
 
 
 def _is_spj(fact: Fact) -> bool:
@@ -373,7 +517,8 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
             sql = f"SELECT *, 0::BIGINT AS {SIGN} FROM ({plan.fact.sql}) LIMIT 0"
         now = None
     else:
-        sql, now = _difference(store, plan, since, cols), NOW
+        # the kept rows are the fact now: people who lost rows are read again from them
+        sql, now = _difference(store, plan, since), plan.table("rows")
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {DELTA} AS SELECT *, "
          f"{derived(plan.fact.time)} FROM (SELECT {cols}, SUM({SIGN})::BIGINT AS {SIGN} FROM "
          f"({sql}) GROUP BY ALL HAVING SUM({SIGN}) <> 0)")  # fmt: skip
