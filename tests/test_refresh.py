@@ -564,17 +564,36 @@ def test_outcomes_are_evaluated_again_only_for_devices_that_may_have_changed(fle
             seen["evaluated"] = s.rows("SELECT COUNT(*) FROM vigie_now")[0][0]
             seen["keys"] = {k for (k,) in s.rows("SELECT k FROM vigie_fk")}
 
+    merged: list[bool] = []
+    real_merge = refresh_module._merge_scalar
+
+    def merge(*args):  # type: ignore[no-untyped-def]
+        merged.append(real_merge(*args))
+        return merged[-1]
+
     monkeypatch.setattr(refresh_module, "_run", recorded)
+    monkeypatch.setattr(refresh_module, "_merge_scalar", merge)
     done = refreshed_equals_rebuilt(store, keys)
     assert {f.fact: f.mode for f in done}["activation_outcomes"] == "difference"
+    assert merged == [True]  # the data's end: the latest of the new events, not a scan
+
+    def crossed(start: str, stop: str) -> set[object]:
+        with Store(store, keys) as s:
+            return {k for (k,) in s.rows(
+                "SELECT id FROM devices WHERE activated_at + INTERVAL 7 DAY > CAST(? AS "
+                "TIMESTAMP) AND activated_at + INTERVAL 7 DAY <= CAST(? AS TIMESTAMP) + "
+                "INTERVAL 1 HOUR", [start, stop])}  # fmt: skip
+
     with Store(store, keys) as s:
         (devices,) = s.rows("SELECT COUNT(*) FROM devices")[0]
-        crossed = {k for (k,) in s.rows(
-            "SELECT id FROM devices WHERE activated_at + INTERVAL 7 DAY > CAST(? AS TIMESTAMP) "
-            "AND activated_at + INTERVAL 7 DAY <= CAST(? AS TIMESTAMP) + INTERVAL 1 HOUR",
-            [end, ahead])}  # fmt: skip
-    assert crossed and crossed <= seen["keys"]  # type: ignore[operator]
+    assert crossed(end, ahead) and crossed(end, ahead) <= seen["keys"]  # type: ignore[operator]
     assert 0 < seen["evaluated"] < devices / 2  # type: ignore[operator]
+    # the latest event deleted: the data's end goes back, evaluated whole this time
+    prod_exec(dsn, f"DELETE FROM connection_events WHERE id = {top} + 1")
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    refreshed_equals_rebuilt(store, keys)
+    assert merged == [True, False]
+    assert crossed(end, ahead) <= seen["keys"]  # type: ignore[operator]
 
 
 def test_which_facts_are_evaluated_by_key_is_derived_from_their_sql():

@@ -435,6 +435,11 @@ class Scalar:
     name: str
     sql: str  # its query
     bounds: tuple[tuple[str, str], ...]  # (its column, an expression compared with it)
+    table: str | None = None  # the one table it reads (None: another source)
+    alias: str = ""  # of that table in the query
+    where: str | None = None  # its WHERE
+    reads: frozenset[str] = frozenset()  # the table's columns it reads
+    aggs: tuple[tuple[str, str, str], ...] | None = None  # MIN, MAX, COUNT: merged (KeyedCte)
 
 
 @dataclass(frozen=True)
@@ -524,8 +529,27 @@ def keyed_fact(fact: Fact) -> KeyedFact | None:
     if key is None:
         return None
     return KeyedFact(from_.this.name, first, key[1], key[0], tuple(links),
-                     tuple(Scalar(scalars[a], bodies[scalars[a]].sql(dialect="duckdb"), tuple(b))
+                     tuple(_scalar(scalars[a], bodies[scalars[a]], b)
                            for a, b in bounds.items()))  # fmt: skip
+
+
+def _scalar(name: str, body: exp.Select, bounds: list[tuple[str, str]]) -> Scalar:
+    """A one-row ``WITH`` query; mergeable from changed rows when it reads one table and
+    its aggregates are ``MIN``, ``MAX`` and ``COUNT``."""
+    from sqlglot import exp
+
+    from_ = body.args.get("from") or body.args.get("from_")
+    plain = (from_ is not None and isinstance(from_.this, exp.Table)
+             and not body.args.get("joins"))  # fmt: skip
+    where = body.args.get("where")
+    return Scalar(
+        name, body.sql(dialect="duckdb"), tuple(bounds),
+        from_.this.name if plain else None,  # type: ignore[union-attr]
+        from_.this.alias_or_name if plain else "",  # type: ignore[union-attr]
+        where.this.sql(dialect="duckdb") if where else None,
+        frozenset(c.name.lower() for c in body.find_all(exp.Column)),
+        _mergeable(body, "") if plain else None,
+    )  # fmt: skip
 
 
 def _plain(parts: list[exp.Expr]) -> bool:

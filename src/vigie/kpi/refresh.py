@@ -32,6 +32,7 @@ from vigie.kpi.delta import (
     KeyedCte,
     KeyedFact,
     Narrow,
+    Scalar,
     Shape,
     delta_rows,
     delta_sql,
@@ -190,7 +191,8 @@ def _logged_tables(fact: Fact) -> set[str]:
     if isinstance(shape, Shape):
         return set(shape.names)
     keyed = keyed_fact(fact)
-    linked = {keyed.table, *(k.name for k in keyed.links if not k.kept)} if keyed else set()
+    linked = ({keyed.table, *(k.name for k in keyed.links if not k.kept),
+               *(s.table for s in keyed.scalars if s.table)} if keyed else set())  # fmt: skip
     return {c.table for c in keyed_ctes(fact)} | linked
 
 
@@ -223,21 +225,68 @@ def _kept_ctes(store: Store, plan: Plan, since: int | None) -> str:
     keyed = keyed_fact(plan.fact)
     scalars = {}
     for scalar in keyed.scalars if keyed else ():
-        table = plan.table(f"cte_{scalar.name}") if since is None else _now_of(scalar.name)
-        temp = "" if since is None else "TEMP "
-        _run(store, plan, f"CREATE OR REPLACE {temp}TABLE {table} AS {scalar.sql}")
+        if since is None:
+            table = plan.table(f"cte_{scalar.name}")
+            _run(store, plan, f"CREATE OR REPLACE TABLE {table} AS {scalar.sql}")
+        else:
+            table = _now_of(scalar.name)
+            if not _merge_scalar(store, plan, scalar, since):
+                _run(store, plan, f"CREATE OR REPLACE TEMP TABLE {table} AS {scalar.sql}")
         scalars[scalar.name] = f"SELECT * FROM {table}"
     return replace_ctes(sql, scalars) if scalars else sql
 
 
+def _merge_scalar(store: Store, plan: Plan, scalar: Scalar, since: int) -> bool:
+    """A one-row query of MIN, MAX and COUNT over one table, brought forward into
+    ``_now_of`` by the rows changed since run ``since`` (the data's end: the latest of the
+    new events), as ``_merge_cte`` does a group. False when it must be evaluated whole: not
+    such a query, no kept value, or a lost row held an extreme."""
+    kept = plan.table(f"cte_{scalar.name}")
+    if scalar.aggs is None or scalar.table is None or not _exists(store, plan, kept):
+        return False
+    reads = [c for c in _stored_columns(store, scalar.table) if c.lower() in scalar.reads]
+    changed = f"({delta_rows(scalar.table, since, reads)}) AS {q(scalar.alias)}"
+    sums, merged, again = [], [], ["false"]
+    for i, (name, kind, arg) in enumerate(scalar.aggs):
+        old = f"o.{q(name)}"
+        if kind == "count":
+            held = "1" if arg == "*" else f"CASE WHEN ({arg}) IS NULL THEN 0 ELSE 1 END"
+            sums.append(f"COALESCE(SUM({SIGN} * {held}), 0) AS g{i}")
+            merged.append(f"CAST({old} + g.g{i} AS BIGINT) AS {q(name)}")
+            continue
+        sums.append(f"{kind}({arg}) FILTER (WHERE {SIGN} > 0) AS g{i}, "
+                    f"{kind}({arg}) FILTER (WHERE {SIGN} < 0) AS l{i}")  # fmt: skip
+        merged.append(f"{'least' if kind == 'min' else 'greatest'}({old}, g.g{i}) AS {q(name)}")
+        reached = "<=" if kind == "min" else ">="
+        again.append(f"(g.l{i} IS NOT NULL AND ({old} IS NULL OR g.l{i} {reached} {old}))")
+    where = f" WHERE {scalar.where}" if scalar.where else ""
+    _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_sg AS SELECT {', '.join(sums)} "
+         f"FROM {changed}{where}")  # fmt: skip
+    pair = f"FROM vigie_sg g, {kept} o"
+    ((lost_extreme,),) = store.rows(f"SELECT {' OR '.join(again)} {pair}")
+    if not lost_extreme:
+        store.con.execute(f"CREATE OR REPLACE TEMP TABLE {_now_of(scalar.name)} AS SELECT "
+                          f"{', '.join(merged)} {pair}")  # fmt: skip
+    store.con.execute("DROP TABLE vigie_sg")
+    return not lost_extreme
+
+
+def _exists(store: Store, plan: Plan, table: str) -> bool:
+    """Whether the fact's state ``table`` (as ``plan.table`` names it) is in the store."""
+    name = table.split(".", 1)[1].strip('"')
+    sql = ("SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
+           "AND table_name = ?")  # fmt: skip
+    return bool(store.rows(sql, [ROLLUP_SCHEMA, name]))
+
+
 def _changed_keys(cte: str) -> str:
     """The temporary table of a kept ``WITH`` query's groups brought forward."""
-    return q(f"vigie_ck_{cte}")
+    return q(f"vigie_ck_{cte.lower()}")
 
 
 def _now_of(scalar: str) -> str:
     """The temporary table of a one-row ``WITH`` query's value now."""
-    return q(f"vigie_sc_{scalar}")
+    return q(f"vigie_sc_{scalar.lower()}")
 
 
 def _recompute(store: Store, plan: Plan, cte: KeyedCte, table: str) -> None:
@@ -461,12 +510,8 @@ def _fact_keys(store: Store, plan: Plan, keyed: KeyedFact, since: int) -> bool:
         parts.append(of(link.first_column, values))
     for scalar in keyed.scalars:
         old, new = plan.table(f"cte_{scalar.name}"), _now_of(scalar.name)
-        if not store.rows(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND "
-            "schema_name = ? AND table_name = ?",
-            [ROLLUP_SCHEMA, f"{KPI_STATE}{plan.fact.name}__cte_{scalar.name}"],
-        ):
-            return False  # kept by an older refresh: compared whole this once
+        if not _exists(store, plan, old):
+            return False  # no value kept (a state of before): compared whole this once
         for column in dict.fromkeys(c for c, _ in scalar.bounds):
             c = q(column)
             pair = f"FROM {old} o, {new} n"
