@@ -246,29 +246,38 @@ def _merge_scalar(store: Store, plan: Plan, scalar: Scalar, since: int) -> bool:
         return False
     reads = [c for c in _stored_columns(store, scalar.table) if c.lower() in scalar.reads]
     changed = f"({delta_rows(scalar.table, since, reads)}) AS {q(scalar.alias)}"
-    sums, merged, again = [], [], ["false"]
-    for i, (name, kind, arg) in enumerate(scalar.aggs):
-        old = f"o.{q(name)}"
-        if kind == "count":
-            held = "1" if arg == "*" else f"CASE WHEN ({arg}) IS NULL THEN 0 ELSE 1 END"
-            sums.append(f"COALESCE(SUM({SIGN} * {held}), 0) AS g{i}")
-            merged.append(f"CAST({old} + g.g{i} AS BIGINT) AS {q(name)}")
-            continue
-        sums.append(f"{kind}({arg}) FILTER (WHERE {SIGN} > 0) AS g{i}, "
-                    f"{kind}({arg}) FILTER (WHERE {SIGN} < 0) AS l{i}")  # fmt: skip
-        merged.append(f"{'least' if kind == 'min' else 'greatest'}({old}, g.g{i}) AS {q(name)}")
-        reached = "<=" if kind == "min" else ">="
-        again.append(f"(g.l{i} IS NOT NULL AND ({old} IS NULL OR g.l{i} {reached} {old}))")
+    sums, merged, again = _merged_aggs(scalar.aggs, "o")
     where = f" WHERE {scalar.where}" if scalar.where else ""
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_sg AS SELECT {', '.join(sums)} "
          f"FROM {changed}{where}")  # fmt: skip
     pair = f"FROM vigie_sg g, {kept} o"
-    ((lost_extreme,),) = store.rows(f"SELECT {' OR '.join(again)} {pair}")
+    ((lost_extreme,),) = store.rows(f"SELECT {' OR '.join(['false', *again])} {pair}")
     if not lost_extreme:
         store.con.execute(f"CREATE OR REPLACE TEMP TABLE {_now_of(scalar.name)} AS SELECT "
                           f"{', '.join(merged)} {pair}")  # fmt: skip
     store.con.execute("DROP TABLE vigie_sg")
     return not lost_extreme
+
+
+def _merged_aggs(aggs: tuple[tuple[str, str, str], ...],
+                 old: str) -> tuple[list[str], list[str], list[str]]:  # fmt: skip
+    """For aggregates of MIN, MAX and COUNT (name, kind, argument) kept in the table aliased
+    ``old``: the sums of the changed rows (``g<i>`` gained, ``l<i>`` lost extremes), the
+    merged values, and the conditions under which a lost row held an extreme."""
+    sums, merged, again = [], [], []
+    for i, (name, kind, arg) in enumerate(aggs):
+        was = f"{old}.{q(name)}"
+        if kind == "count":
+            held = "1" if arg == "*" else f"CASE WHEN ({arg}) IS NULL THEN 0 ELSE 1 END"
+            sums.append(f"COALESCE(SUM({SIGN} * {held}), 0) AS g{i}")
+            merged.append(f"CAST(COALESCE({was}, 0) + g.g{i} AS BIGINT) AS {q(name)}")
+            continue
+        sums.append(f"{kind}({arg}) FILTER (WHERE {SIGN} > 0) AS g{i}, "
+                    f"{kind}({arg}) FILTER (WHERE {SIGN} < 0) AS l{i}")  # fmt: skip
+        merged.append(f"{'least' if kind == 'min' else 'greatest'}({was}, g.g{i}) AS {q(name)}")
+        reached = "<=" if kind == "min" else ">="
+        again.append(f"(g.l{i} IS NOT NULL AND ({was} IS NULL OR g.l{i} {reached} {was}))")
+    return sums, merged, again
 
 
 def _exists(store: Store, plan: Plan, table: str) -> bool:
@@ -319,19 +328,8 @@ def _merge_cte(store: Store, plan: Plan, cte: KeyedCte, table: str, since: int) 
     assert cte.aggs is not None
     reads = [c for c in _stored_columns(store, cte.table) if c.lower() in cte.reads]
     changed = f"({delta_rows(cte.table, since, reads)}) AS {q(cte.alias)}"
-    sums, merged, again = [f"SUM({SIGN}) AS dn"], [], []
-    for i, (name, kind, arg) in enumerate(cte.aggs):
-        old = f"t.{q(name)}"
-        if kind == "count":
-            held = "1" if arg == "*" else f"CASE WHEN ({arg}) IS NULL THEN 0 ELSE 1 END"
-            sums.append(f"SUM({SIGN} * {held}) AS g{i}")
-            merged.append(f"COALESCE({old}, 0) + g.g{i} AS {q(name)}")
-            continue
-        sums.append(f"{kind}({arg}) FILTER (WHERE {SIGN} > 0) AS g{i}, "
-                    f"{kind}({arg}) FILTER (WHERE {SIGN} < 0) AS l{i}")  # fmt: skip
-        merged.append(f"{'least' if kind == 'min' else 'greatest'}({old}, g.g{i}) AS {q(name)}")
-        reached = "<=" if kind == "min" else ">="
-        again.append(f"(g.l{i} IS NOT NULL AND ({old} IS NULL OR g.l{i} {reached} {old}))")
+    sums, merged, again = _merged_aggs(cte.aggs, "t")
+    sums.insert(0, f"SUM({SIGN}) AS dn")
     where = f" WHERE {cte.where}" if cte.where else ""
     _run(store, plan, f"CREATE OR REPLACE TEMP TABLE vigie_cg AS SELECT {q(cte.key)} AS k, "
          f"{', '.join(sums)} FROM {changed}{where} GROUP BY ALL")  # fmt: skip
