@@ -192,15 +192,7 @@ def _equalities(query: exp.Expr) -> list[tuple[exp.Column, exp.Column]]:
 
     conditions = [j.args.get("on") for j in query.args.get("joins") or []]
     conditions.append((query.args.get("where") or exp.Where(this=None)).this)
-    pairs = []
-    for condition in filter(None, conditions):
-        for conjunct in condition.flatten() if isinstance(condition, exp.And) else [condition]:
-            sides = (conjunct.this, conjunct.expression)
-            if isinstance(conjunct, exp.EQ) and all(
-                isinstance(side, exp.Column) and side.table for side in sides
-            ):
-                pairs.append(sides)
-    return pairs
+    return [pair for condition in conditions for pair in _equalities_of(condition)]
 
 
 def delta_sql(fact: Fact, shape: Shape, since: int, changed: set[str],
@@ -367,11 +359,9 @@ def keyed_ctes(fact: Fact) -> tuple[KeyedCte, ...]:
         if not any(p.alias_or_name == key and isinstance(p.unalias(), exp.Column)
                    for p in body.expressions):  # fmt: skip
             continue
-        where = body.args.get("where")
         found.append(KeyedCte(
             cte.alias_or_name, from_.this.name, from_.this.alias_or_name, key,
-            body.sql(dialect="duckdb"), where.this.sql(dialect="duckdb") if where else None,
-            frozenset(c.name.lower() for c in body.find_all(exp.Column)),
+            body.sql(dialect="duckdb"), *_where_and_reads(body),
             _mergeable(body, key)))  # fmt: skip
     return tuple(found)
 
@@ -404,16 +394,8 @@ def _unkeyable(node: exp.Expr) -> bool:
 
 def with_kept(fact: Fact, kept: dict[str, str]) -> str:
     """The fact's SQL reading each keyed ``WITH`` query from its kept table instead."""
-    import sqlglot
-
-    query = sqlglot.parse_one(fact.sql, read="duckdb")
-    with_ = query.args.get("with") or query.args.get("with_")
-    assert with_ is not None  # only called with the names of its WITH queries
-    for cte in list(with_.expressions):
-        if cte.alias_or_name in kept:
-            kept_sql = f"SELECT * EXCLUDE ({COUNT}) FROM {kept[cte.alias_or_name]}"
-            cte.set("this", sqlglot.parse_one(kept_sql, read="duckdb"))
-    return query.sql(dialect="duckdb")
+    return replace_ctes(fact.sql, {name: f"SELECT * EXCLUDE ({COUNT}) FROM {table}"
+                                   for name, table in kept.items()})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -541,15 +523,21 @@ def _scalar(name: str, body: exp.Select, bounds: list[tuple[str, str]]) -> Scala
     from_ = body.args.get("from") or body.args.get("from_")
     plain = (from_ is not None and isinstance(from_.this, exp.Table)
              and not body.args.get("joins"))  # fmt: skip
-    where = body.args.get("where")
     return Scalar(
         name, body.sql(dialect="duckdb"), tuple(bounds),
         from_.this.name if plain else None,  # type: ignore[union-attr]
         from_.this.alias_or_name if plain else "",  # type: ignore[union-attr]
-        where.this.sql(dialect="duckdb") if where else None,
-        frozenset(c.name.lower() for c in body.find_all(exp.Column)),
-        _mergeable(body, "") if plain else None,
+        *_where_and_reads(body), _mergeable(body, "") if plain else None,
     )  # fmt: skip
+
+
+def _where_and_reads(body: exp.Select) -> tuple[str | None, frozenset[str]]:
+    """A one-table query's WHERE (SQL) and the columns it reads."""
+    from sqlglot import exp
+
+    where = body.args.get("where")
+    return (where.this.sql(dialect="duckdb") if where else None,
+            frozenset(c.name.lower() for c in body.find_all(exp.Column)))  # fmt: skip
 
 
 def _plain(parts: list[exp.Expr]) -> bool:
@@ -581,14 +569,15 @@ def _one_row(body: exp.Expr) -> bool:
 
 
 def _equalities_of(condition: exp.Expr | None) -> list[tuple[exp.Column, exp.Column]]:
+    """The ``a.x = b.y`` conjuncts of one condition (both sides qualified columns)."""
     from sqlglot import exp
 
     if condition is None:
         return []
     conjuncts = condition.flatten() if isinstance(condition, exp.And) else [condition]
     return [(c.this, c.expression) for c in conjuncts
-            if isinstance(c, exp.EQ) and isinstance(c.this, exp.Column)
-            and isinstance(c.expression, exp.Column)]  # fmt: skip
+            if isinstance(c, exp.EQ) and all(isinstance(side, exp.Column) and side.table
+                                             for side in (c.this, c.expression))]  # fmt: skip
 
 
 def _key_output(query: exp.Select, first: str, joined: set[str]) -> tuple[str, str] | None:

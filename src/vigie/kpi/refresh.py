@@ -576,9 +576,10 @@ def _incremental(store: Store, plan: Plan, since: int, until0: datetime,
 
 def _redo(store: Store, plan: Plan, now: str | None) -> Redo:
     """The fact's rows, now, of the entities in a table, in [start, stop): from ``now``
-    (the fact evaluated whole) or from the fact's SQL, which a short list of entities is
-    pushed down into (a long one is a semi-join). Entities gone from a table the fact
-    joins them to inner (``delta.partners``: a deleted account) have no row: not read."""
+    (the rows kept for a fact that is not a select-project-join) or from the fact's SQL,
+    which a short list of entities is pushed down into (a long one is a semi-join).
+    Entities gone from a table the fact joins them to inner (``delta.partners``: a deleted
+    account) have no row: not read."""
 
     def rows(column: str, entities: str, start: datetime, stop: datetime) -> str:
         cols = ", ".join(q(c) for c in plan.reads)

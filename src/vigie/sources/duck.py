@@ -265,19 +265,18 @@ class DuckSource:
             if spare is not None:
                 spare.close()
             clone = DuckSource(self.dsn)
-        clone._join_snapshot(self.snapshot_id)
-        if str(clone._scalar(SEEN)) != self.snapshot_seen:  # never read another state
-            clone.close()
-            clone = DuckSource(self.dsn)
+        for attempt in range(2):  # a reader that sees another state is never read through
+            if attempt:
+                clone = DuckSource(self.dsn)
             clone._join_snapshot(self.snapshot_id)
-            if str(clone._scalar(SEEN)) != self.snapshot_seen:
-                clone.close()
-                raise SyncError(
-                    f"A reader of {self.dsn} did not join the run's snapshot of PostgreSQL: "
-                    "nothing was read through it.",
-                    hint="Run the sync again; if it recurs, report it with the server version.",
-                )
-        return clone
+            if str(clone._scalar(SEEN)) == self.snapshot_seen:
+                return clone
+            clone.close()
+        raise SyncError(
+            f"A reader of {self.dsn} did not join the run's snapshot of PostgreSQL: "
+            "nothing was read through it.",
+            hint="Run the sync again; if it recurs, report it with the server version.",
+        )
 
     def release(self) -> None:
         if self._in_snapshot:
