@@ -625,3 +625,28 @@ def test_which_facts_are_evaluated_by_key_is_derived_from_their_sql():
     right = Fact("f", head + "u.country" + tail.replace("JOIN users", "RIGHT JOIN users"),
                  "time", "user_id", (), ((),))  # fmt: skip
     assert keyed_fact(right) is None
+
+
+def test_change_logs_keep_only_the_columns_the_facts_read(fleet):
+    """A change log keeps what some fact's SQL names (and the runs), not every column: a
+    cascade of deleted accounts then reads a few columns of the events, not all of them
+    (each costs its whole length, cold). The rows it keeps still subtract exactly, store
+    verify knows such a log, and a log that misses a column is made again."""
+    from vigie.stores.meta import log_columns, start_change_log
+
+    dsn, store, keys = fleet
+    _delete_accounts(dsn, 9)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    with Store(store, keys) as s:
+        logged = log_columns(s.con, "connection_events")
+        assert {"device_id", "ts", "kind", "_vigie_run"} <= set(logged)
+        assert not {"client_ip", "_vigie_first_seen", "_vigie_bucket"} & set(logged)
+        assert s.rows("SELECT COUNT(*) FROM _vigie.before__connection_events")[0][0] > 0
+    done = {f.fact: f.mode for f in refreshed_equals_rebuilt(store, keys)}
+    assert done["events"] != "full"
+    with Store(store, keys) as s:
+        assert log_columns(s.con, "connection_events") == logged  # kept as it was
+        start_change_log(s.con, "connection_events", 99, frozenset({"client_ip"}))
+        assert log_columns(s.con, "connection_events") == ["client_ip", "_vigie_run"]
+    assert not [f for f in verify_store(store, load_policy(EXAMPLE_POLICY), keys)
+                if f.check == "foreign"]  # fmt: skip

@@ -216,7 +216,7 @@ def delta_sql(fact: Fact, shape: Shape, since: int, changed: set[str],
             if j == i:
                 sub = delta_rows(name, since, _read(shape, other, columns[name]))
             elif j > i and name in changed:
-                sub = _old(name, since)
+                sub = _old(name, since, _read(shape, other, columns[name]))
             else:
                 continue
             alias_of = exp.TableAlias(this=exp.to_identifier(other))
@@ -274,15 +274,32 @@ def _read(shape: Shape, alias: str, stored: list[str]) -> list[str]:
     return [c for c in stored if wanted is None or c.lower() in wanted]
 
 
-def _old(table: str, since: int) -> str:
-    """The table as it was after run ``since``: rows not touched since, and the stored
-    versions of those replaced or deleted since."""
+def _old(table: str, since: int, read: list[str]) -> str:
+    """The table as it was after run ``since``, on the columns ``read``: rows not touched
+    since, and the stored versions of those replaced or deleted since."""
     t, log = quote(table), log_table(table)
+    cols = ", ".join(quote(c) for c in read)
     return (
-        f"SELECT * FROM {t} WHERE _vigie_run <= {since} UNION ALL "
-        f"SELECT * EXCLUDE ({REPLACED_BY}) FROM {log} WHERE _vigie_run <= {since} "
-        f"AND {REPLACED_BY} > {since}"
+        f"SELECT {cols} FROM {t} WHERE _vigie_run <= {since} UNION ALL "
+        f"SELECT {cols} FROM {log} WHERE _vigie_run <= {since} AND {REPLACED_BY} > {since}"
     )
+
+
+def named_columns(fact: Fact) -> frozenset[str] | None:
+    """Every column name the fact's SQL mentions, lower case, whatever its table (None: it
+    reads ``*``): a superset of what its refresh reads of any table's change log."""
+    import sqlglot
+    from sqlglot import exp
+
+    names: set[str] = set()
+    for node in sqlglot.parse_one(fact.sql, read="duckdb").walk():
+        if isinstance(node, exp.Star):
+            return None
+        if isinstance(node, exp.Column):
+            if isinstance(node.this, exp.Star):
+                return None
+            names.add(node.name.lower())
+    return frozenset(names)
 
 
 def delta_rows(table: str, since: int, read: list[str]) -> str:

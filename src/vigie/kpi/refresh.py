@@ -40,6 +40,7 @@ from vigie.kpi.delta import (
     indexed,
     keyed_ctes,
     keyed_fact,
+    named_columns,
     partners,
     replace_ctes,
     with_kept,
@@ -103,17 +104,20 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
         "run_id INTEGER, until TIMESTAMP, built_at TIMESTAMP)"
     )
     done: list[FactRefresh] = []
-    logged: set[str] = set()
+    logged: dict[str, frozenset[str] | None] = {}  # table: the columns its log keeps
     for fact in metrics.facts.values():
         if any(k.fact.name == fact.name for k in metrics.kpis.values()):
             result = _refresh_fact(store, metrics, fact, run_id, until, full)
-            logged |= _logged_tables(fact)
+            named = named_columns(fact)
+            for table in _logged_tables(fact):
+                held = logged.get(table, frozenset())
+                logged[table] = None if named is None or held is None else held | named
             done.append(result)
             if on_fact:
                 on_fact(result)
     with store.transaction() as tx:  # from now on the syncs keep what they replace
         for table in sorted(logged):
-            start_change_log(tx, table, run_id)
+            start_change_log(tx, table, run_id, logged[table])
         for table in store.table_names():
             trim_change_log(tx, table, run_id)
     return done

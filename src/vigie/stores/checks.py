@@ -39,6 +39,7 @@ from vigie.stores.meta import (
     META_TABLES,
     REPLACED_BY,
     ROLLUP_SCHEMA,
+    RUN_COLUMN,
     ColumnRecord,
     action_spec,
     column_records,
@@ -239,7 +240,8 @@ def _singling(store: Store, table: str, column: str, entities: list[str]) -> Sin
 
 
 def _log_fits(store: Store, table: str) -> bool:
-    """A change log (``stores.meta``) holds the columns of its table, no other."""
+    """A change log (``stores.meta``) holds columns of its table (those KPI facts read),
+    the run that wrote each row and the run that replaced it; no other."""
 
     def columns(schema: str, name: str) -> set[str]:
         return {c for (c,) in store.rows(
@@ -247,7 +249,8 @@ def _log_fits(store: Store, table: str) -> bool:
             "schema_name = ? AND lower(table_name) = lower(?)", [schema, name])}  # fmt: skip
 
     held = columns("main", table)
-    return bool(held) and columns(META, BEFORE + table) == held | {REPLACED_BY}
+    logged = columns(META, BEFORE + table)
+    return bool(held) and {RUN_COLUMN, REPLACED_BY} <= logged <= held | {REPLACED_BY}
 
 
 def _pattern_names(store: Store) -> set[str]:

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS {META}.run_columns (
 """
 BEFORE = "before__"  # + table: the change log (rows replaced or deleted, as stored)
 REPLACED_BY = "_vigie_replaced_run"
+RUN_COLUMN = "_vigie_run"  # the run that wrote a stored row
 KPI_STATE = "state__"  # + fact...: the KPI refresh's states, in ROLLUP_SCHEMA
 # Tables of ``_vigie`` that vigie makes besides ``deleted__<table>`` and ``before__<table>``.
 META_TABLES = ("meta", "runs", "table_runs", "state", "columns", "policies", "run_columns")
@@ -238,13 +239,39 @@ def log_replaced(con: Any, table: str, rowids: str, run_id: int) -> None:
     """Keep the stored version of the rows of ``table`` whose row ids ``rowids`` (a
     subquery) selects, before the run ``run_id`` replaces or deletes them: when a KPI
     refresh asked for the change log of ``table`` (else nothing)."""
-    if not _has_log(con, table):
-        return
-    con.execute(
-        f"INSERT INTO {log_table(table)} SELECT t.*, ? FROM {quote(table)} t "
-        f"WHERE t.rowid IN ({rowids})",
-        [run_id],
-    )
+    if logged := log_columns(con, table):
+        cols = ", ".join(f"t.{quote(c)}" for c in logged)
+        con.execute(
+            f"INSERT INTO {log_table(table)} ({_names(logged)}, {REPLACED_BY}) SELECT "
+            f"{cols}, ? FROM {quote(table)} t WHERE t.rowid IN ({rowids})",
+            [run_id],
+        )
+
+
+def log_found(con: Any, table: str, found: str, run_id: int) -> None:
+    """Keep the rows of the temporary table ``found``, which holds (at least) the change
+    log's columns of ``table``, as replaced by run ``run_id``: rows a delete found by one
+    scan, whose log columns that scan read too (a second scan by row id would read every
+    column of the table whole)."""
+    if logged := log_columns(con, table):
+        con.execute(
+            f"INSERT INTO {log_table(table)} ({_names(logged)}, {REPLACED_BY}) SELECT "
+            f"{_names(logged)}, ? FROM {quote(found)}",
+            [run_id],
+        )
+
+
+def log_columns(con: Any, table: str) -> list[str]:
+    """The columns of ``table`` its change log keeps, in its order (empty: no log). A log
+    keeps only what some KPI fact reads, and the run (``start_change_log``)."""
+    return [c for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
+        "schema_name = ? AND lower(table_name) = ? AND column_name <> ? ORDER BY column_index",
+        [META, BEFORE + table.lower(), REPLACED_BY]).fetchall()]  # fmt: skip
+
+
+def _names(columns: list[str]) -> str:
+    return ", ".join(quote(c) for c in columns)
 
 
 def _has_log(con: Any, table: str) -> bool:
@@ -259,12 +286,21 @@ def log_table(table: str) -> str:
     return f"{META}.{quote(BEFORE + table.lower())}"
 
 
-def start_change_log(con: Any, table: str, run_id: int) -> None:
-    """From now on (after run ``run_id``) the sync keeps what it replaces in ``table``."""
-    if _has_log(con, table):
+def start_change_log(con: Any, table: str, run_id: int, read: frozenset[str] | None = None) -> None:
+    """From now on (after run ``run_id``) the sync keeps what it replaces in ``table``:
+    the columns named in ``read`` (lower case; None: every column) and the run. A log
+    that keeps other columns is made again (a refresh has just consumed it: it holds no
+    change after ``run_id``)."""
+    stored = [c for (c,) in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
+        "schema_name = 'main' AND lower(table_name) = ? ORDER BY column_index",
+        [table.lower()]).fetchall()]  # fmt: skip
+    keep = [c for c in stored if read is None or c.lower() in read or c == RUN_COLUMN]
+    if log_columns(con, table) == keep:
         return
+    con.execute(f"DROP TABLE IF EXISTS {log_table(table)}")
     con.execute(
-        f"CREATE TABLE {log_table(table)} AS SELECT *, "
+        f"CREATE TABLE {log_table(table)} AS SELECT {_names(keep)}, "
         f"NULL::INTEGER AS {REPLACED_BY} FROM {quote(table)} LIMIT 0"
     )
     _log_from(con, table, run_id)

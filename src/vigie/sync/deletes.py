@@ -17,7 +17,7 @@ from vigie.keys import Keys
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
 from vigie.sources.base import KeyRange, RowCounters, Source, bucketed
 from vigie.stores.duckdb_store import q
-from vigie.stores.meta import META, log_replaced
+from vigie.stores.meta import META, log_columns, log_found
 from vigie.sync.ahead import ReadAhead
 from vigie.sync.batch import mask_and_scan
 from vigie.sync.writer import TableWriter, one
@@ -135,22 +135,26 @@ class Reconciler:
 
     def tombstone(self, condition: str) -> None:
         """Record, then delete, the store rows matching ``condition`` (alias ``t``): one
-        scan finds them, the delete goes by row id."""
-        keys = ", ".join(f"t.{q(k)}" for k in self.c.key)
+        scan finds them and reads what the delete history and the change log keep of them
+        (rows a cascade deletes lie in every row group: each column read costs its whole
+        length), the delete goes by row id."""
+        names = [*self.c.key, "_vigie_first_seen"]
         with self.store.transaction() as con:
+            logged = [c for c in log_columns(con, self.name) if c not in names]
+            read = ", ".join(f"t.{q(c)}" for c in [*names, *logged])
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE vigie_gone AS SELECT t.rowid AS _rid, {keys}, "
-                f"t._vigie_first_seen FROM {q(self.name)} t WHERE {condition}"
+                f"CREATE OR REPLACE TEMP TABLE vigie_gone AS SELECT t.rowid AS _rid, {read} "
+                f"FROM {q(self.name)} t WHERE {condition}"
             )
             (n,) = one(con, "SELECT COUNT(*) FROM vigie_gone")
             if n:
-                names = ", ".join(q(k) for k in self.c.key)
+                keys = ", ".join(q(k) for k in self.c.key)
                 con.execute(
-                    f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {names}, "
+                    f"INSERT INTO {META}.{q('deleted__' + self.name)} SELECT {keys}, "
                     "_vigie_first_seen, ?, ? FROM vigie_gone",
                     [self.w.run_time, self.w.run_id],
                 )
-                log_replaced(con, self.name, "SELECT _rid FROM vigie_gone", self.w.run_id)
+                log_found(con, self.name, "vigie_gone", self.w.run_id)
                 con.execute(
                     f"DELETE FROM {q(self.name)} WHERE rowid IN (SELECT _rid FROM vigie_gone)"
                 )
