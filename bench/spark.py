@@ -7,7 +7,8 @@ In one run: a full DuckDB sync; full Spark syncs in ``local[1]`` and ``local[2]`
 process of its own, the session started before the clock: the JVM's start is reported
 apart); then one tick of ``--minutes`` and the incremental sync on both engines (Spark in
 ``local[2]``); then the lake's tables are compared with the DuckDB store's, and the time a
-KPI takes on one machine from each (the lake loaded with pyarrow into DuckDB). Reports rows/s,
+KPI takes on one machine from each (the lake loaded with pyarrow into DuckDB) and on Spark
+SQL over the lake (``vigie.spark.kpi``, ``local[2]``). Reports rows/s,
 the speed-up from 1 to 2 cores, and a projection, from those figures, of the executors a
 fleet with 1B events a day needs to sync within a 10-minute cadence.
 Results: bench/out/spark-<db>.json.
@@ -121,10 +122,37 @@ def compare(lake: Path, store: Path, keyfile: Path) -> dict[str, object]:
         started = time.perf_counter()
         duck_cells = run_kpi(s, metrics, default_range(s, metrics, query)).cells
         duck_kpi = time.perf_counter() - started
+    spark = on_spark_sql(lake, keys, metrics, query)
     return {"tables_identical": lake_digests == duck_digests,
             "kpi_identical": lake_cells == duck_cells,
+            "spark_sql_kpi_identical": spark.pop("cells") == duck_cells,
             "lake_load_s": round(loaded, 2), "lake_kpi_s": round(lake_kpi, 3),
-            "duck_kpi_s": round(duck_kpi, 3)}  # fmt: skip
+            "duck_kpi_s": round(duck_kpi, 3), "spark_sql": spark}  # fmt: skip
+
+
+def on_spark_sql(lake: Path, keys: Any, metrics: Any, query: Any) -> dict[str, object]:
+    """The same KPI on Spark SQL (``local[2]``): the session's start, the lake's tables
+    registered, the fact's pattern, then the answer; the cells, to compare."""
+    from vigie.kpi.engine import range_ending
+    from vigie.spark.kpi import LakeKpis
+    from vigie.spark.session import spark_session
+    from vigie.spark.target import SparkTarget
+
+    started = time.perf_counter()
+    spark = spark_session(SparkTarget("local[2]"))
+    timings = {"session_s": time.perf_counter() - started}
+    started = time.perf_counter()
+    with LakeKpis(spark, lake, keys, metrics) as kpis:
+        timings["register_s"] = time.perf_counter() - started
+        query = range_ending(query, kpis.latest(query), kpis.horizon)
+        started = time.perf_counter()
+        kpis.pattern(metrics.kpis[query.kpi].fact.name)
+        timings["pattern_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        cells = kpis.answer(query).cells
+        timings["answer_s"] = time.perf_counter() - started
+    print(f"  KPI on Spark SQL: {json.dumps({k: round(v, 2) for k, v in timings.items()})}")
+    return {"cells": cells, **{k: round(v, 2) for k, v in timings.items()}}
 
 
 def projection(one: dict[str, Any], two: dict[str, Any], inc: dict[str, Any],

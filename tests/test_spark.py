@@ -27,6 +27,7 @@ from vigie.fleet.tick import tick_fleet
 from vigie.keys import Keys, init_keyfile
 from vigie.kpi.engine import run_kpi
 from vigie.kpi.load import load_metrics
+from vigie.kpi.patterns import compute_pattern
 from vigie.kpi.query import KpiQuery
 from vigie.spark import lake
 from vigie.spark.target import SparkTarget
@@ -191,6 +192,37 @@ def test_every_shipped_kpi_gives_identical_cells_on_both_stores(both):
                     assert a.cells, (name, by, grain)
 
 
+def test_every_shipped_kpi_gives_identical_cells_on_spark_sql(both):
+    """The cluster path: the compiler's and the planner's SQL transpiled to Spark SQL over
+    the lake's Parquet give the DuckDB store's patterns and cells, suppression included."""
+    from vigie.spark.kpi import LakeKpis
+    from vigie.spark.session import spark_session
+
+    keys, metrics = both["keys"], load_metrics()
+    start = datetime(2025, 12, 29)
+    with LakeKpis(spark_session(LOCAL), both["lake"], keys, metrics) as lake_kpis, \
+            Store(both["duck"], keys) as duck:  # fmt: skip
+        for name, fact in metrics.facts.items():
+            want = compute_pattern(duck, metrics, fact).suppressed
+            assert lake_kpis.pattern(name).suppressed == want, name
+        hidden = 0
+        for name, kpi in sorted(metrics.kpis.items()):
+            across = getattr(kpi.measure, "across", None)
+            for by in [(), *kpi.fact.rollups]:
+                if across and across not in by:
+                    continue
+                for grain in ("day", "week"):
+                    query = KpiQuery(name, by, (), start, datetime(2027, 1, 4), grain)
+                    a = lake_kpis.answer(query)
+                    b = run_kpi(duck, metrics, query, use_rollups=False)
+                    assert a.cells == b.cells, (name, by, grain)
+                    hidden += sum(c.suppressed for c in a.cells)
+        assert hidden  # the comparison covers suppressed cells too
+        query = KpiQuery("rtt_p95", (), (("firmware", "3.8.4"),), start, datetime(2027, 1, 4))
+        filtered = lake_kpis.answer(query).cells
+        assert filtered and filtered == run_kpi(duck, metrics, query).cells
+
+
 def test_a_run_is_published_whole_and_old_versions_go(both):
     root = both["lake"]
     first, second, now = both["after_first"][0], both["after_second"], lake.manifest(root)
@@ -340,6 +372,23 @@ def test_cli_syncs_with_spark_and_shows_a_kpi_from_the_lake(pg_dsn, keyfile, key
     )  # fmt: skip
     assert from_lake == json.loads(from_duck.stdout)
     assert any(c.get("value") for c in from_lake["cells"])
+    on_spark = subprocess.run(  # the cluster path, without --from/--to: the last 7 days
+        [VIGIE, "kpi", "show", "device_activations", "--store", str(root), "--by", "model",
+         "--format", "json", "--engine", "spark", "--master", "local[1]"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert on_spark.returncode == 0, on_spark.stderr[-2000:]
+    last_week = subprocess.run(
+        [VIGIE, "kpi", "show", "device_activations", "--store", str(root), "--by", "model",
+         "--format", "json"], capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert json.loads(on_spark.stdout) == json.loads(last_week.stdout)
+    assert json.loads(on_spark.stdout)["cells"]
+    refused = subprocess.run(
+        [VIGIE, "kpi", "show", "device_activations", "--store", str(tmp_path / "d" / "v.duckdb"),
+         "--engine", "spark"], capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "is not a lake" in refused.stderr + refused.stdout
 
 
 def test_spark_refuses_a_sqlite_source_with_what_to_do(sqlite_dsn, keyfile, tmp_path):

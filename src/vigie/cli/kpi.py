@@ -13,8 +13,10 @@ from rich.markup import escape
 
 from vigie.cli.render import Table, console
 from vigie.errors import UsageError
+from vigie.spark.target import SparkTarget, check_engine_args
 
 if TYPE_CHECKING:
+    from vigie.keys import Keys
     from vigie.kpi.engine import KpiResult
     from vigie.kpi.model import Kpi, Metrics
     from vigie.kpi.query import KpiQuery
@@ -37,6 +39,15 @@ GrainOpt = Annotated[
 ]
 Where = Annotated[
     list[str] | None, typer.Option("--where", help="DIM=VALUE: one cell of that dimension.")
+]
+Engine = Annotated[
+    str,
+    typer.Option(help="duckdb (this machine: a store, or a lake loaded here) or spark (a "
+                 "lake's KPIs computed on Spark SQL: --master or --remote)."),
+]  # fmt: skip
+Master = Annotated[str | None, typer.Option(help="With --engine spark: the master (local[2]).")]
+Remote = Annotated[
+    str | None, typer.Option(help="With --engine spark: a Spark Connect URL (sc://host:port).")
 ]
 MinUsers = Annotated[
     int | None,
@@ -66,15 +77,19 @@ def _query(name: str, by: str, from_: str | None, to: str | None, grain: str,
     return parse_query(name, by, from_, to, grain, where or [])
 
 
-def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -> KpiResult:
+def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery,
+         target: SparkTarget | None = None) -> KpiResult:  # fmt: skip
     """The query on the store opened read-only and locked down (no file, no setting); or,
-    while `vigie serve` holds the store, asked of its data service."""
+    while `vigie serve` holds the store, asked of its data service; or, with a Spark
+    ``target``, on Spark SQL over a lake."""
     from vigie.keys import load_keys
     from vigie.kpi.engine import default_range, lock_down, run_kpi
     from vigie.serve.client import query_json, result_from_json
     from vigie.serve.protocol import ask, running, socket_path
     from vigie.spark.lake import reading
 
+    if target is not None:
+        return _on_spark(store, load_keys(keyfile), metrics, query, target)
     if running(store):
         if metrics.sources[1:] or metrics.min_users != metrics.base_min_users:
             raise UsageError(
@@ -85,6 +100,27 @@ def _run(store: Path, keyfile: Path | None, metrics: Metrics, query: KpiQuery) -
     with reading(store, load_keys(keyfile)) as s:  # a DuckDB store, or a Spark-built lake
         lock_down(s)
         return run_kpi(s, metrics, default_range(s, metrics, query))
+
+
+def _on_spark(store: Path, keys: Keys, metrics: Metrics, query: KpiQuery,
+              target: SparkTarget) -> KpiResult:  # fmt: skip
+    from vigie.kpi.engine import range_ending
+    from vigie.spark.kpi import LakeKpis
+    from vigie.spark.lake import is_lake
+    from vigie.spark.session import spark_session
+
+    if not is_lake(store):
+        raise UsageError(
+            f"{store} is not a lake: --engine spark computes the KPIs of a folder built by "
+            "`vigie sync --engine spark`.",
+            hint="Drop --engine spark to read a DuckDB store here.",
+        )
+    with (
+        console.status(f"Computing on Spark ({target.name})..."),
+        LakeKpis(spark_session(target), store, keys, metrics) as lake_kpis,
+    ):
+        query = range_ending(query, lake_kpis.latest(query), lake_kpis.horizon)
+        return lake_kpis.answer(query)
 
 
 @app.command()
@@ -100,6 +136,9 @@ def show(
     format: Annotated[str, typer.Option(help="table, csv or json.")] = "table",
     metrics: MetricsOpt = None,
     min_users: MinUsers = None,
+    engine: Engine = "duckdb",
+    master: Master = None,
+    remote: Remote = None,
 ) -> None:
     """Show a KPI by dimensions over time (default: the last 7 days of data)."""
     from vigie.kpi.load import load_metrics
@@ -107,7 +146,8 @@ def show(
     if format not in ("table", "csv", "json"):
         raise UsageError(f"--format must be table, csv or json, got '{format}'.")
     m = load_metrics(metrics, min_users=min_users)
-    result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where))
+    target = check_engine_args(engine, master, remote)
+    result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where), target)
     render_result(result, m.kpis[name], format)
 
 
@@ -124,13 +164,17 @@ def chart(
     where: Where = None,
     metrics: MetricsOpt = None,
     min_users: MinUsers = None,
+    engine: Engine = "duckdb",
+    master: Master = None,
+    remote: Remote = None,
 ) -> None:
     """Write a line chart of a KPI over time, one line per dimension value."""
     from vigie.kpi.chart import write_chart
     from vigie.kpi.load import load_metrics
 
     m = load_metrics(metrics, min_users=min_users)
-    result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where))
+    target = check_engine_args(engine, master, remote)
+    result = _run(store, keyfile, m, _query(name, by, from_, to, grain, where), target)
     console.print(f"Chart written to {write_chart(result, m.kpis[name].description, out)}")
 
 

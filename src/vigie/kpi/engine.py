@@ -59,13 +59,13 @@ def run_kpi(
         rows = _from_rollup(store, query, rollup)
     else:
         compiled = compile_query(metrics, query)
-        rows = store.rows(_keyed(compiled.sql, query.by), compiled.params)
-    cells = _read(rows, query, pattern, metrics.min_users)
+        rows = store.rows(keyed_sql(compiled.sql, query.by), compiled.params)
+    cells = read_cells(rows, query, pattern, metrics.min_users)
     return KpiResult(query, cells, metrics.min_users, rollup, time.perf_counter() - started,
                      until)  # fmt: skip
 
 
-def _keyed(sql: str, by: tuple[str, ...]) -> str:
+def keyed_sql(sql: str, by: tuple[str, ...]) -> str:
     """Each row with its dimension value as text (how the pattern names cells)."""
     dims = [q(d) for d in by]
     cols = ", ".join(["period", *dims, *(f"CAST({d} AS VARCHAR)" for d in dims), "is_total",
@@ -80,10 +80,12 @@ def _from_rollup(store: Store, query: KpiQuery, rollup: str) -> list[tuple[objec
         conds.append("period >= ?")
         params.append(query.start)
     sql = f"SELECT * FROM {ROLLUPS}.{q(rollup)} WHERE {' AND '.join(conds)}"
-    return store.rows(_keyed(sql, query.by), params)
+    return store.rows(keyed_sql(sql, query.by), params)
 
 
-def _read(rows: list[tuple[object, ...]], query: KpiQuery, pattern: Pattern, k: int) -> list[Cell]:
+def read_cells(
+    rows: list[tuple[object, ...]], query: KpiQuery, pattern: Pattern, k: int
+) -> list[Cell]:
     """Rows as cells, suppressed as the pattern says (and below k, whatever it says). A
     row is (period, [value, value as text,] is_total, value, users): one dimension at most.
     A tight loop: on a two-year daily answer this is most of the time an answer takes."""
@@ -169,12 +171,19 @@ def default_range(store: Store, metrics: Metrics, query: KpiQuery) -> KpiQuery:
     kpi = validate(metrics, query)
     sql = f"WITH fact AS ({kpi.fact.sql}) SELECT MAX({q(kpi.fact.time)}) FROM fact"
     (latest,) = store.rows(sql)[0]
+    return range_ending(query, latest, sync_horizon(store))
+
+
+def range_ending(query: KpiQuery, latest: datetime | None, horizon: datetime) -> KpiQuery:
+    """``default_range`` given the fact's ``latest`` time and the store's sync horizon."""
+    if query.start and query.end:
+        return query
     if latest is None:
         raise UsageError(
-            f"The store holds no data for KPI '{kpi.name}' yet.", hint="Run vigie sync."
+            f"The store holds no data for KPI '{query.kpi}' yet.", hint="Run vigie sync."
         )
     grain = query.grain
     last = calendar.step(grain, calendar.label_of(grain, latest), 1)
-    end = query.end or min(last, calendar.publishable_end(grain, sync_horizon(store)))
+    end = query.end or min(last, calendar.publishable_end(grain, horizon))
     start = query.start or calendar.step(grain, end, -calendar.DEFAULT_PERIODS[grain])
     return KpiQuery(query.kpi, query.by, query.where, start, end, grain)

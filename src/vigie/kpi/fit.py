@@ -17,6 +17,13 @@ def check_against_store(store: Store, metrics: Metrics, facts: list[Fact] | None
         "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' "
         "AND schema_name = 'main'"
     )}  # fmt: skip
+    check_against(store, tables, metrics, facts)
+
+
+def check_against(meta: Store, tables: set[str], metrics: Metrics,
+                  facts: list[Fact] | None = None) -> None:  # fmt: skip
+    """``check_against_store`` for a store holding ``tables``, described in ``meta``'s
+    column records (a lake's tables are Parquet, its records in a DuckDB file)."""
     problems = []
     for fact in facts if facts is not None else list(metrics.facts.values()):
         unknown = sorted(tables_read(fact) - tables)
@@ -25,7 +32,7 @@ def check_against_store(store: Store, metrics: Metrics, facts: list[Fact] | None
                             "not a table of the store's replica.")  # fmt: skip
             continue
         source = user_source(fact)
-        spec = source and store.rows(
+        spec = source and meta.rows(
             f"SELECT spec FROM {META}.columns WHERE table_name = ? AND column_name = ?",
             list(source),
         )

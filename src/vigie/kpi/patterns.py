@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -31,6 +33,33 @@ from vigie.stores.meta import META, ROLLUP_SCHEMA
 REGISTRY = f"{ROLLUP_SCHEMA}.patterns"
 
 
+class SqlRunner(Protocol):
+    """Where a pattern's queries run (the engine's DuckDB SQL): a store's DuckDB, or Spark
+    SQL over a lake (``vigie.spark.kpi``)."""
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    def temp_table(self, name: str, sql: str, params: Sequence[object]) -> None: ...
+
+    def drop_temp(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class OnStore:
+    """A store's DuckDB as a ``SqlRunner``."""
+
+    store: Store
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.store.rows(sql, params)
+
+    def temp_table(self, name: str, sql: str, params: Sequence[object]) -> None:
+        self.store.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}", list(params))
+
+    def drop_temp(self, name: str) -> None:
+        self.store.con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
 def sync_horizon(store: Store) -> datetime:
     """When the store's last completed sync started: periods over by then are published."""
     (horizon,) = store.rows(f"SELECT MAX(started_at) FROM {META}.runs WHERE status = 'ok'")[0]
@@ -46,11 +75,17 @@ def compute_pattern(store: Store, metrics: Metrics, fact: Fact,
                     horizon: datetime | None = None) -> Pattern:  # fmt: skip
     """The pattern of ``fact`` for the metrics' k's, from the store's tables, as of
     ``horizon`` (default: the start of the store's last completed sync)."""
-    shape = shape_of(metrics, fact)
     until = calendar.publishable_end("day", horizon or sync_horizon(store))
-    with _fact_rows(store, fact, shape, f"{q(fact.time)} < ?", [until]) as source:
-        stats = _stats(store, fact, shape, source)
-        rows = _rows_of(store, fact, shape, source, _small_weeks_days(metrics, stats))
+    return plan_pattern(OnStore(store), metrics, fact, until)
+
+
+def plan_pattern(sql: SqlRunner, metrics: Metrics, fact: Fact, until: datetime) -> Pattern:
+    """The pattern of ``fact`` for the metrics' k's over its rows before ``until``, its
+    queries run by ``sql``: only the cells' counts and a few weeks' rows come back."""
+    shape = shape_of(metrics, fact)
+    with _fact_rows(sql, fact, shape, f"{q(fact.time)} < ?", [until]) as source:
+        stats = _stats(sql, fact, shape, source)
+        rows = _rows_of(sql, fact, shape, source, _small_weeks_days(metrics, stats))
     return _planned(metrics, fact, stats, until, rows)
 
 
@@ -64,8 +99,9 @@ def pattern_from_stats(store: Store, metrics: Metrics, fact: Fact, stats: dict[K
     if days:
         t = q(fact.time)
         span = [days[0], days[-1] + timedelta(days=1), until]
-        with _fact_rows(store, fact, shape, f"{t} >= ? AND {t} < ? AND {t} < ?", span) as source:
-            rows = _rows_of(store, fact, shape, source, days)
+        sql = OnStore(store)
+        with _fact_rows(sql, fact, shape, f"{t} >= ? AND {t} < ? AND {t} < ?", span) as source:
+            rows = _rows_of(sql, fact, shape, source, days)
     return _planned(metrics, fact, stats, until, rows)
 
 
@@ -78,28 +114,24 @@ def _planned(metrics: Metrics, fact: Fact, stats: dict[Key, Stats], until: datet
 
 
 @contextmanager
-def _fact_rows(store: Store, fact: Fact, shape: Shape, where: str,
+def _fact_rows(sql: SqlRunner, fact: Fact, shape: Shape, where: str,
                params: Sequence[object]) -> Iterator[str]:  # fmt: skip
     """A temporary table of the fact's rows ``where`` selects, with the columns a pattern
     reads; yields its name."""
     source = f"vigie_pattern_{fact.name}"
     columns = ", ".join(q(c) for c in columns_needed(fact, shape))
-    store.con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {source} AS SELECT {columns} FROM ({fact.sql}) "
-        f"WHERE {where}",
-        params,
-    )
+    sql.temp_table(source, f"SELECT {columns} FROM ({fact.sql}) WHERE {where}", params)
     try:
         yield source
     finally:
-        store.con.execute(f"DROP TABLE IF EXISTS {source}")
+        sql.drop_temp(source)
 
 
-def _stats(store: Store, fact: Fact, shape: Shape, source: str) -> dict[Key, Stats]:
+def _stats(sql: SqlRunner, fact: Fact, shape: Shape, source: str) -> dict[Key, Stats]:
     n = len(shape.populations)
     stats: dict[Key, Stats] = {}
-    for sql in cells_queries(fact, shape, source):
-        for grain, period, dim, value, *rest in store.rows(sql):
+    for query in cells_queries(fact, shape, source):
+        for grain, period, dim, value, *rest in sql.rows(query):
             key = (str(grain), period, dim, value)
             stats[key] = Stats(tuple(int(u) for u in rest[:n]), tuple(bool(m) for m in rest[n:]))
     return stats
@@ -113,7 +145,7 @@ def _small_weeks_days(metrics: Metrics, stats: dict[Key, Stats]) -> list[datetim
     return sorted(p for p, _ in days if calendar.week_of(p) in weeks)
 
 
-def _rows_of(store: Store, fact: Fact, shape: Shape, source: str,
+def _rows_of(sql: SqlRunner, fact: Fact, shape: Shape, source: str,
              days: list[datetime]) -> dict[datetime, list[Row]]:  # fmt: skip
     """The distinct rows of ``days`` (those of the weeks holding a small day): the
     planner's moves copy them (a row the fact can hold)."""
@@ -121,7 +153,7 @@ def _rows_of(store: Store, fact: Fact, shape: Shape, source: str,
     width = len(fact.dimensions)
     for start in range(0, len(days), 500):
         chunk = days[start : start + 500]
-        for hour, *rest in store.rows(rows_sql(fact, shape, source, len(chunk)), chunk):
+        for hour, *rest in sql.rows(rows_sql(fact, shape, source, len(chunk)), chunk):
             row = Row(hour, tuple(rest[:width]), tuple(bool(m) for m in rest[width:]))
             rows.setdefault(calendar.midnight(hour), []).append(row)
     return rows
