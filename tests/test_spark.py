@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -497,3 +499,78 @@ def test_an_executor_failure_shows_no_value_in_spark_logs_or_errors(sqlite_dsn, 
     assert keys.pseudonym_key not in crossed
     with pytest.raises(SyncError, match=r"devices: masking on Spark failed \(Arrow"):
         reraise(info.value)
+
+
+@pytest.fixture
+def connect_url(tmp_path):
+    """A Spark Connect server on this machine (the one the pyspark wheel ships), started as
+    docs/scale.md says: vigie's KMS jar and the JDBC drivers on its class path, this
+    interpreter for its Python workers. Stopped after the test."""
+    import pyspark
+
+    from vigie.spark.session import JDBC_JARS, kms_jar
+
+    home = Path(pyspark.__file__).parent
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    jars = ",".join([str(kms_jar()), *(jar for jar, _ in JDBC_JARS.values())])
+    env = {**os.environ, "SPARK_HOME": str(home), "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": "127.0.0.1"}  # fmt: skip
+    log = (tmp_path / "connect.log").open("w")
+    server = subprocess.Popen(
+        [str(home / "bin" / "spark-submit"), "--class",
+         "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]",
+         "--jars", jars, "--conf", f"spark.connect.grpc.binding.port={port}",
+         "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+         "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
+         "spark-internal"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        for _ in range(240):
+            if "Spark Connect server started" in (tmp_path / "connect.log").read_text():
+                break
+            assert server.poll() is None, (tmp_path / "connect.log").read_text()[-2000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the Spark Connect server did not start in 120 s")
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(60)
+        log.close()
+
+
+def test_spark_connect_syncs_ticks_and_answers_as_duckdb_does(pg_dsn, keyfile, keys, tmp_path,
+                                                              connect_url):  # fmt: skip
+    """`--remote sc://...`: the sync, a tick with deletes, and a KPI on Spark SQL, all run
+    by a Spark Connect server, give the DuckDB store's rows and cells. (Spark Connect
+    infers no schema from an empty table: a tick that changes nothing in a table once
+    failed there.)"""
+    generate_fleet(pg_dsn, SPEC)
+    root, duck = tmp_path / "lake", tmp_path / "d" / "v.duckdb"
+    env = {**os.environ, "VIGIE_KEYFILE": str(keyfile), "COLUMNS": "120"}
+    sync_args = [VIGIE, "sync", "--engine", "spark", "--remote", connect_url, "--from",
+                 str(pg_dsn), "--policy", str(EXAMPLE_POLICY), "--to", str(root)]  # fmt: skip
+    for step in range(2):
+        if step:
+            tick_fleet(pg_dsn, minutes=240, seed=3)
+        done = subprocess.run(sync_args, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"on Spark ({connect_url})" in done.stdout
+        sync(pg_dsn, EXAMPLE_POLICY, duck, keys)
+    assert "delta" in done.stdout
+    assert lake_content(root, keys) == store_content(duck, keys)
+    shown = subprocess.run(
+        [VIGIE, "kpi", "show", "connection_error_rate", "--by", "firmware", "--store", str(root),
+         "--format", "json", "--engine", "spark", "--remote", connect_url],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    here = subprocess.run(
+        [VIGIE, "kpi", "show", "connection_error_rate", "--by", "firmware", "--store", str(duck),
+         "--format", "json"], capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert json.loads(shown.stdout) == json.loads(here.stdout)
+    assert json.loads(shown.stdout)["cells"]

@@ -312,7 +312,7 @@ class _TableRun:
             base = self._base(current)
             fresh, old = self._changed(read, base)  # keys whose row is new or differs
             updated = _count_in(fresh, old, list(self.c.key))
-            fresh_df = self.spark.createDataFrame(fresh.select(list(self.c.key)))
+            fresh_df = _frame(self.spark, fresh.select(list(self.c.key)))
             delta = self._keep_first_seen(
                 read.join(_broadcast(fresh_df), list(self.c.key), "left_semi"), old
             )
@@ -336,8 +336,8 @@ class _TableRun:
         if not old.num_rows:
             return delta
         keys = list(self.c.key)
-        seen = self.spark.createDataFrame(
-            old.select([*keys, FIRST_SEEN]).rename_columns([*keys, "_vigie_old_seen"])
+        seen = _frame(
+            self.spark, old.select([*keys, FIRST_SEEN]).rename_columns([*keys, "_vigie_old_seen"])
         )
         joined = delta.join(_broadcast(seen), keys, "left")
         first = f.coalesce(f.col("_vigie_old_seen"), f.col(FIRST_SEEN)).alias(FIRST_SEEN)
@@ -374,7 +374,7 @@ class _TableRun:
                                  deleted)  # fmt: skip
         rows = self._base(current, touched).join(_broadcast(fresh_df), keys, "left_anti")
         if deleted is not None and deleted.num_rows:
-            gone = self.spark.createDataFrame(deleted.select(keys))
+            gone = _frame(self.spark, deleted.select(keys))
             rows = rows.join(_broadcast(gone), keys, "left_anti")
         count = current.rows + self.result.inserted - self.result.deleted
         return self._write(rows.unionByName(delta), current, touched, count)
@@ -461,6 +461,12 @@ def _keys_task(compiled: CompiledTable, key: str, schema: pa.Schema) -> Any:
     from functools import partial
 
     return partial(masked_keys, compiled, key, schema)
+
+
+def _frame(spark: Any, table: pa.Table) -> Any:
+    """``table`` as a DataFrame, typed by its own schema: Spark Connect infers no schema
+    from an empty table (a classic session does)."""
+    return spark.createDataFrame(table, schema=_spark_schema(table.schema))
 
 
 def _spark_schema(schema: pa.Schema) -> Any:
