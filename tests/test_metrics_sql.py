@@ -59,6 +59,12 @@ def metrics_file(tmp_path: Path, sql: str, user: str = "user_id") -> Path:
          "'_vigie.meta' names a schema or database"),
         ("SELECT activated_at AS time, user_id, model\nFROM devices WHERE getenv('HOME') <> ''",
          "function getenv() reaches outside the store's tables (line 2 of the SQL)."),
+        ("SELECT activated_at AS time, user_id, model,\n"
+         "reflect('java.lang.System', 'getenv', 'VIGIE_KEYFILE') AS k FROM devices",
+         "function reflect() reaches outside the store's tables (line 2 of the SQL)."),
+        ("SELECT activated_at AS time, user_id, java_method('java.lang.System', 'getProperty', "
+         "'user.home') AS model FROM devices",
+         "function java_method() reaches outside the store's tables"),
     ],
 )  # fmt: skip
 def test_a_fact_that_would_execute_something_is_refused_with_its_place(sql, message, tmp_path):

@@ -7,7 +7,8 @@ Checked once, parsed with sqlglot (DuckDB dialect), before it runs anywhere:
   ``WITH`` names; no schema or catalog (so no ``_vigie`` metadata, no rollups, no other
   attached database), no table function, no file path;
 - no function that reads files, the network, the environment, settings or the catalog
-  (``read_csv``, ``glob``, ``getenv``, ``current_setting``, ``duckdb_*``...);
+  (``read_csv``, ``glob``, ``getenv``, ``current_setting``, ``duckdb_*``...), nor, as the
+  facts also run on Spark SQL, one that calls Java (``reflect``, ``java_method``);
 - ``user:`` names an output column that comes straight from a stored column pseudonymized
   in the ``user`` domain, so that k always counts people (``check_against_store``).
 Whatever a parser might miss, the KPI queries also run on a read-only connection with
@@ -32,7 +33,9 @@ _FORBIDDEN = re.compile(
     r"^(read_\w+|\w+_scan|scan_\w+|glob|sniff_csv|parquet_\w+|iceberg_\w+|delta_\w+|"
     r"getenv|current_setting|set_\w+|duckdb_\w+|pragma_\w+|query|query_table|load_\w+|"
     r"install_\w+|postgres_\w+|mysql_\w+|sqlite_\w+|which_secret|checkpoint|"
-    r"force_checkpoint|system|shell|write_\w+|copy_\w+|export_\w+|import_\w+)$"
+    r"force_checkpoint|system|shell|write_\w+|copy_\w+|export_\w+|import_\w+|"
+    # and on Spark SQL (KPIs over a lake, ``vigie.spark.kpi``): Java methods, file names
+    r"reflect|try_reflect|java_method|input_file_\w+)$"
 )
 PERSON_DOMAIN = "user"
 logging.getLogger("sqlglot").setLevel(logging.ERROR)  # its fallback notices are ours to give
