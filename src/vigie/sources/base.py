@@ -77,12 +77,15 @@ class RowCounters:
     from different epochs do not compare. ``live`` (``n_live_tup``) moves by committed
     inserts minus committed deletes (rows inserted and deleted between two readings cancel
     out, aborted inserts do not count); vacuum and analyze overwrite it, so its epoch
-    ``live_epoch`` also names how many of those ran."""
+    ``live_epoch`` also names how many of those ran. ``written`` (``n_tup_ins +
+    n_tup_upd``, same epoch as ``deleted``) tells whether the statistics have caught up
+    with the changes a run saw: a session reports them up to seconds after it commits."""
 
     epoch: str
     deleted: int
     live_epoch: str = ""
     live: int | None = None
+    written: int | None = None
 
 
 def bucketed(table: SourceTable) -> bool:

@@ -392,7 +392,8 @@ class DuckSource:
         if not self.pg:
             return {}
         rows = self._rows(
-            "SELECT s.relname, s.n_tup_del, s.n_live_tup, d.datid::text || '/' || "
+            "SELECT s.relname, s.n_tup_del, s.n_live_tup, s.n_tup_ins + s.n_tup_upd AS written, "
+            "d.datid::text || '/' || "
             "c.relfilenode::text || '/' || pg_postmaster_start_time()::text || '/' || "
             "COALESCE(d.stats_reset::text, ''), (s.vacuum_count + s.autovacuum_count + "
             "s.analyze_count + s.autoanalyze_count)::text "
@@ -401,8 +402,10 @@ class DuckSource:
             f"WHERE s.schemaname = {self.lit(self.schema)}"
         )
         return {
-            str(name): RowCounters(str(epoch), int(deleted), f"{epoch}/{maintained}", int(live))
-            for name, deleted, live, epoch, maintained in rows
+            str(name): RowCounters(
+                str(epoch), int(deleted), f"{epoch}/{maintained}", int(live), int(written)
+            )
+            for name, deleted, live, written, epoch, maintained in rows
         }
 
     def keys_between(self, table: SourceTable, ranges: list[KeyRange]) -> Iterator[pa.Table]:

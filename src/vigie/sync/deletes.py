@@ -63,10 +63,14 @@ class Reconciler:
         # has not yet added to its statistics (each session reports within seconds) moves
         # them at the next sync, which then compares, unless, by coincidence, a change
         # reported late offsets one exactly: counting at least every VERIFY_EVERY bounds
-        # how long such a delete could stay in the store. Under writes that never pause,
-        # some change is nearly always unreported yet, and the table is counted.
+        # how long such a delete could stay in the store. Statistics that have not counted
+        # the inserts and updates this run saw are behind (the session that deleted often
+        # wrote too): they vouch for nothing, and the table is counted. Under writes that
+        # never pause, some change is nearly always unreported yet, and the table is counted.
         net = self.result.inserted - cascaded  # the store's rows: how many more than before
-        explained = counter_delta(saved, counter) == cascaded or live_delta(saved, counter) == net
+        explained = caught_up(saved, counter, self.result.inserted + self.result.updated) and (
+            counter_delta(saved, counter) == cascaded or live_delta(saved, counter) == net
+        )
         verified_lately = verified_at is not None and self.w.run_time - verified_at < VERIFY_EVERY
         if fresh or (explained and verified_lately):
             self.result.deletes_by = "snapshot" if fresh else "counter"
@@ -194,6 +198,18 @@ def counter_delta(saved: str | None, now: RowCounters | None) -> int | None:
     return now.deleted - int(before["deleted"]) if before["epoch"] == now.epoch else None
 
 
+def caught_up(saved: str | None, now: RowCounters | None, seen: int) -> bool:
+    """Whether production's statistics count at least the ``seen`` rows a run found
+    inserted or changed since the ``saved`` reading (False when the readings do not
+    compare): else some session has not reported its changes yet, its deletes included."""
+    if now is None or now.written is None or not saved:
+        return False
+    before = json.loads(saved)
+    if before["epoch"] != now.epoch or before.get("written") is None:
+        return False
+    return now.written - int(before["written"]) >= seen
+
+
 def live_delta(saved: str | None, now: RowCounters | None) -> int | None:
     """How far production's live row count moved since the ``saved`` reading, or None
     when the readings do not compare (another epoch, a vacuum or analyze in between)."""
@@ -215,6 +231,7 @@ def counters_json(counters: RowCounters | None) -> str | None:
             "deleted": counters.deleted,
             "live_epoch": counters.live_epoch,
             "live": counters.live,
+            "written": counters.written,
         }
     )
 
