@@ -22,7 +22,7 @@ import pytest
 
 from conftest import EXAMPLE_POLICY, PG, _server_db
 from helpers import LINEAGE, prod_exec, store_content
-from vigie.errors import KeyfileError, SchemaDrift, UnclassifiedColumns
+from vigie.errors import KeyfileError, SchemaDrift, StoreError, UnclassifiedColumns
 from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
 from vigie.fleet.tick import tick_fleet
@@ -223,6 +223,47 @@ def test_every_shipped_kpi_gives_identical_cells_on_spark_sql(both):
         query = KpiQuery("rtt_p95", (), (("firmware", "3.8.4"),), start, datetime(2027, 1, 4))
         filtered = lake_kpis.answer(query).cells
         assert filtered and filtered == run_kpi(duck, metrics, query).cells
+
+
+def test_values_reach_spark_sql_as_values_never_as_sql(both):
+    """A --where value with quotes, backslashes or a comment is a value on Spark SQL as on
+    DuckDB (the engine's SQL is bound before it is transpiled): it selects nothing, and
+    cannot widen the query."""
+    from vigie.spark.kpi import LakeKpis, SparkSql
+    from vigie.spark.session import spark_session
+
+    keys, metrics = both["keys"], load_metrics()
+    hostile = ["x' OR '1'='1", "a\\", "it''s", "x\\' OR 1=1 --", "a\nb", "%_*"]
+    spark = spark_session(LOCAL)
+    slots = ", ".join("?" for _ in hostile)
+    assert SparkSql(spark, keys).rows(f"SELECT {slots}", hostile) == [tuple(hostile)]
+    with LakeKpis(spark, both["lake"], keys, metrics) as lake_kpis, \
+            Store(both["duck"], keys) as duck:  # fmt: skip
+        for value in hostile:
+            query = KpiQuery("connection_error_rate", (), (("firmware", value),),
+                             datetime(2025, 12, 29), datetime(2027, 1, 4))  # fmt: skip
+            assert lake_kpis.answer(query).cells == run_kpi(duck, metrics, query).cells == []
+
+
+def test_a_kpi_query_that_fails_on_spark_repeats_no_value(both, capfd):
+    """A query that fails on a row (a cast of a stored text, as a hand-written fact might
+    do) raises a vigie error without the row's value, and pyspark logs nothing of it."""
+    from vigie.spark.kpi import LakeKpis
+    from vigie.spark.session import spark_session
+
+    keys, metrics = both["keys"], load_metrics()
+    with Store(both["duck"], keys) as duck:
+        models = [m for (m,) in duck.rows("SELECT DISTINCT model FROM devices")]
+    capfd.readouterr()
+    with (
+        LakeKpis(spark_session(LOCAL), both["lake"], keys, metrics) as lake_kpis,
+        pytest.raises(StoreError) as info,
+    ):
+        lake_kpis.sql.rows("SELECT CAST(model AS INTEGER) AS n FROM devices")
+    said = f"{info.value.message} {info.value.hint}"
+    assert said.startswith("A KPI query failed on Spark: ")
+    out, err = capfd.readouterr()
+    assert models and not [m for m in models if m in said or m in out or m in err]
 
 
 def test_a_run_is_published_whole_and_old_versions_go(both):

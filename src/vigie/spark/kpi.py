@@ -20,6 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from vigie.db.quote import literal
 from vigie.errors import StoreError
 from vigie.keys import Keys
 from vigie.kpi import calendar
@@ -30,6 +31,7 @@ from vigie.kpi.patterns import plan_pattern, sync_horizon
 from vigie.kpi.protect import Pattern
 from vigie.kpi.query import KpiQuery, compile_query, q, validate
 from vigie.spark import lake
+from vigie.spark.session import error_line
 from vigie.spark.tasks import DAY_COLUMN
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import META
@@ -96,10 +98,8 @@ def _literal(value: object) -> str:
         return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
     if isinstance(value, date):
         return f"DATE '{value.isoformat()}'"
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("a string literal cannot hold a NUL character")
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, str):  # in the DuckDB text sqlglot reads, not Spark's syntax
+        return literal("duckdb", value)
     raise TypeError(f"no Spark SQL literal for {type(value).__name__}")
 
 
@@ -107,17 +107,23 @@ class SparkSql:
     """Spark SQL as the KPI engine's ``SqlRunner``: results as tuples, timestamps naive in
     UTC as DuckDB gives them (read through Arrow, not the driver's time zone)."""
 
-    def __init__(self, spark: Any) -> None:
-        self.spark = spark
+    def __init__(self, spark: Any, keys: Keys) -> None:
+        self.spark, self.keys = spark, keys
         self._cached: dict[str, Any] = {}
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        table = self.spark.sql(to_spark(sql, params or [])).toArrow()
+        try:
+            table = self.spark.sql(to_spark(sql, params or [])).toArrow()
+        except Exception as exc:
+            raise _failed(exc, self.keys) from None
         columns = [_naive(c).to_pylist() for c in table.columns]
         return list(zip(*columns, strict=True)) if columns else []
 
     def temp_table(self, name: str, sql: str, params: Sequence[object]) -> None:
-        frame = self.spark.sql(to_spark(sql, params)).cache()
+        try:
+            frame = self.spark.sql(to_spark(sql, params)).cache()
+        except Exception as exc:
+            raise _failed(exc, self.keys) from None
         frame.createOrReplaceTempView(name)
         self._cached[name] = frame
 
@@ -126,6 +132,14 @@ class SparkSql:
         if frame is not None:
             frame.unpersist()
         self.spark.catalog.dropTempView(name)
+
+
+def _failed(exc: Exception, keys: Keys) -> StoreError:
+    return StoreError(
+        f"A KPI query failed on Spark: {error_line(exc, keys)}",
+        hint="Check the facts' SQL against Spark SQL (docs/scale.md, 'KPIs over a lake'); "
+        "values are not repeated here.",
+    )
 
 
 def _naive(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -145,7 +159,7 @@ class LakeKpis:
         from vigie.spark.sync import configure_encryption
 
         configure_encryption(spark, keys)
-        self.metrics, self.sql = metrics, SparkSql(spark)
+        self.metrics, self.sql = metrics, SparkSql(spark, keys)
         self.meta = lake.open_meta(root, keys, read_only=True)
         try:
             self.horizon = sync_horizon(self.meta)

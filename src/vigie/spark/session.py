@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from vigie.errors import Unavailable
+from vigie.keys import Keys
+from vigie.scan.detectors import without_values
 from vigie.spark.target import SparkTarget
 
 JDBC_JARS = {
@@ -109,6 +111,7 @@ def spark_session(target: SparkTarget) -> Any:
             .config("spark.hadoop.fs.permissions.umask-mode", "077")
         )
     session = builder.getOrCreate()
+    _quiet_query_context()
     if not target.remote:
         # Spark logs what a task raised, JDBC errors included, which may quote a row: only
         # fatal errors are logged; the driver raises every failure again, without values.
@@ -117,6 +120,25 @@ def spark_session(target: SparkTarget) -> Any:
     session.conf.set("fs.permissions.umask-mode", "077")  # files 0600, folders 0700
     _sessions[target.name] = session
     return session
+
+
+def error_line(exc: BaseException, keys: Keys) -> str:
+    """Spark's error as one line, without key material or the values it may quote (a
+    driver's message may quote a row)."""
+    lines = [ln for ln in keys.scrub(str(exc)).splitlines() if ln.strip()]
+    first = next(
+        (ln for ln in lines if "Exception" in ln or "Error" in ln), lines[0] if lines else ""
+    )
+    return without_values(first.strip() or type(exc).__name__)[:500]
+
+
+def _quiet_query_context() -> None:
+    """pyspark logs every SQL error it raises, message included, which may quote a row
+    (a cast that failed): vigie raises them again without values, so these logs stay off."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
 
 
 def stop_sessions() -> None:

@@ -31,11 +31,10 @@ from vigie.keys import Keys
 from vigie.policy.compile import BUCKET_COLUMN, CompiledTable
 from vigie.policy.hmac_engine import self_test
 from vigie.policy.load import load_policy
-from vigie.scan.detectors import without_values
 from vigie.sources import open_source
 from vigie.sources.base import Source, bucketed
 from vigie.spark import jdbc, kms, lake
-from vigie.spark.session import spark_session
+from vigie.spark.session import error_line, spark_session
 from vigie.spark.target import SparkTarget
 from vigie.spark.tasks import (
     DAY_COLUMN,
@@ -218,12 +217,8 @@ class _TableRun:
 
     def _failed(self, exc: Exception) -> SyncError:
         """Spark's error, without values (a driver's message may quote a row) or keys."""
-        lines = [ln for ln in self.keys.scrub(str(exc)).splitlines() if ln.strip()]
-        first = next(
-            (ln for ln in lines if "Exception" in ln or "Error" in ln), lines[0] if lines else ""
-        )
         return SyncError(
-            f"{self.name}: the Spark job failed: {without_values(first.strip())[:500]}",
+            f"{self.name}: the Spark job failed: {error_line(exc, self.keys)}",
             hint="The table keeps its current version. Check the Spark logs (values are not "
             "repeated here) and run the sync again.",
         )

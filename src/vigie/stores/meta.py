@@ -264,10 +264,15 @@ def log_found(con: Any, table: str, found: str, run_id: int) -> None:
 def log_columns(con: Any, table: str) -> list[str]:
     """The columns of ``table`` its change log keeps, in its order (empty: no log). A log
     keeps only what some KPI fact reads, and the run (``start_change_log``)."""
+    return [c for c in _columns(con, META, BEFORE + table) if c != REPLACED_BY]
+
+
+def _columns(con: Any, schema: str, table: str) -> list[str]:
+    """The columns of the store's ``schema.table`` (its name in any case), in order."""
     return [c for (c,) in con.execute(
         "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
-        "schema_name = ? AND lower(table_name) = ? AND column_name <> ? ORDER BY column_index",
-        [META, BEFORE + table.lower(), REPLACED_BY]).fetchall()]  # fmt: skip
+        "schema_name = ? AND lower(table_name) = ? ORDER BY column_index",
+        [schema, table.lower()]).fetchall()]  # fmt: skip
 
 
 def _names(columns: list[str]) -> str:
@@ -291,10 +296,7 @@ def start_change_log(con: Any, table: str, run_id: int, read: frozenset[str] | N
     the columns named in ``read`` (lower case; None: every column) and the run. A log
     that keeps other columns is made again (a refresh has just consumed it: it holds no
     change after ``run_id``)."""
-    stored = [c for (c,) in con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = 'store' AND "
-        "schema_name = 'main' AND lower(table_name) = ? ORDER BY column_index",
-        [table.lower()]).fetchall()]  # fmt: skip
+    stored = _columns(con, "main", table)
     keep = [c for c in stored if read is None or c.lower() in read or c == RUN_COLUMN]
     if log_columns(con, table) == keep:
         return
