@@ -43,3 +43,19 @@ def test_bad_dsn_error_hides_password():
     with pytest.raises(DsnError) as info:
         parse_dsn("oracle://bob:hunter2@h/db")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "password", ["pa ss", "it's", "back\\slash", "\\'", "a=b c='d'", "x' host='evil", "\\"]
+)
+def test_a_password_stays_one_libpq_value_whatever_it_holds(password):
+    """The libpq string vigie builds is parsed by libpq itself (psycopg's binding of
+    PQconninfoParse) into exactly the DSN's values: a quote, a backslash or a space in a
+    password can neither end it early nor add a parameter (another host)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    dsn = parse_dsn("postgresql://alice@db.internal:6543/prod")
+    dsn = type(dsn)(dsn.engine, "pr'od db", dsn.host, dsn.port, "al ice", password)
+    parsed = conninfo_to_dict(dsn.libpq(sslmode="disable"))
+    assert parsed == {"host": "db.internal", "port": "6543", "dbname": "pr'od db",
+                      "user": "al ice", "password": password, "sslmode": "disable"}  # fmt: skip

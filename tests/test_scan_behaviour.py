@@ -17,7 +17,7 @@ from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
 from vigie.policy.load import load_policy
 from vigie.policy.suggest import suggest_policy
-from vigie.scan.names import find_names, lexicon
+from vigie.scan.names import NAMES_FILE, faker_names, find_names, lexicon, write_names_file
 from vigie.stores.checks import check_scan
 from vigie.stores.duckdb_store import Store
 from vigie.sync.run import sync
@@ -117,6 +117,18 @@ def test_the_name_lexicon_spans_locales_and_scripts(name):
     found = find_names(pl.Series([f"{name}'s room", f"{name} garage", "Kitchen"]))
     assert found.values == 2
     assert lexicon().locales >= 50
+
+
+def test_the_packaged_name_lexicon_is_fakers_own(tmp_path):
+    """The lexicon is read from a file (a cold ``vigie sync`` would spend 0.3 s importing
+    86 Faker modules): that file holds exactly the first names the installed Faker ships,
+    so it cannot drift from its source unnoticed (regenerate: python -m vigie.scan.names)."""
+    locales, names = faker_names()
+    assert lexicon().locales == locales
+    assert lexicon().word_set | set(lexicon().unspaced) <= set(names)
+    written = tmp_path / "names.txt"
+    write_names_file(written)
+    assert written.read_text(encoding="utf-8") == NAMES_FILE.read_text(encoding="utf-8")
 
 
 def test_no_kept_fleet_column_trips_any_detector(sqlite_dsn, keys, store_path):

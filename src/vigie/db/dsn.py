@@ -57,17 +57,20 @@ class Dsn:
         return f"{self.engine}://{auth}{self.host}:{self.port}/{self.database}"
 
     def libpq(self, **extra: str) -> str:
-        """A libpq connection string (PostgreSQL only); holds the password. Built by
-        psycopg's ``make_conninfo``, which quotes every value: a password with a space or a
-        quote stays one value."""
-        from psycopg.conninfo import make_conninfo
+        """A libpq connection string (PostgreSQL only); holds the password. Every value is
+        single-quoted with its backslashes and quotes escaped (libpq's rule), so a password
+        with a space or a quote stays one value. Built here rather than by psycopg's
+        ``make_conninfo``, whose import costs a cold ``vigie sync`` 50 ms."""
+
+        def value(text: str) -> str:
+            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
         params = {"host": self.host, "port": str(self.port), "dbname": self.database}
         if self.user:
             params["user"] = self.user
         if self.password:
             params["password"] = self.password
-        return str(make_conninfo("", **params, **extra))
+        return " ".join(f"{k}={value(v)}" for k, v in {**params, **extra}.items())
 
     def mysql_attach(self) -> str:
         """The DuckDB MySQL extension's connection string: each value double-quoted, with
