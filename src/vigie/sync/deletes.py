@@ -9,10 +9,12 @@ anti-joined. Children of deleted parents (ON DELETE CASCADE) go with them, by ke
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import timedelta
 
 import pyarrow as pa
 
+from vigie.db.quote import literal
 from vigie.keys import Keys
 from vigie.policy.compile import BUCKET_COLUMN, mask_keys
 from vigie.sources.base import KeyRange, RowCounters, Source, bucketed
@@ -27,6 +29,8 @@ from vigie.sync.writer import TableWriter, one
 VERIFY_EVERY = timedelta(hours=1)
 # How many runs' ways of finding deletes ``state.deletes_by`` remembers (most recent first).
 HISTORY = 6
+# Up to this many deleted parent keys, a cascade names them as constants (see ``constants``).
+CONSTANT_KEYS = 2048
 
 
 class Reconciler:
@@ -130,11 +134,15 @@ class Reconciler:
         many rows went."""
         before = self.result.deleted
         for column, parent, parent_column in self.cascades:
-            gone = (
-                f"t.{q(column)} IN (SELECT {q(parent_column)} FROM "
-                f"{META}.{q('deleted__' + parent)} WHERE _vigie_run = {self.w.run_id})"
+            deleted = (
+                f"SELECT {q(parent_column)} FROM {META}.{q('deleted__' + parent)} "
+                f"WHERE _vigie_run = {self.w.run_id}"
             )
-            self.tombstone(gone)
+            keys = self.store.rows(f"{deleted} LIMIT {CONSTANT_KEYS + 1}")
+            if not keys:
+                continue
+            named = constants([k for (k,) in keys]) if len(keys) <= CONSTANT_KEYS else None
+            self.tombstone(f"t.{q(column)} IN ({named or deleted})")
         return self.result.deleted - before
 
     def tombstone(self, condition: str) -> None:
@@ -187,6 +195,20 @@ class Reconciler:
         finally:
             self.store.con.execute("DROP TABLE IF EXISTS vigie_live_keys")
             self.store.con.unregister("vigie_live")
+
+
+def constants(keys: list[object]) -> str | None:
+    """Keys as a list of SQL constants (UUID pseudonyms, integers or text), or None for
+    another type. Named as constants, a cascade's keys prune the scan of a table sorted by
+    its column (``cluster``: DuckDB checks each against the zone maps); as a subquery, they
+    would be matched by a join that reads every block."""
+    if all(isinstance(k, uuid.UUID) for k in keys):
+        return ", ".join(f"'{k}'::UUID" for k in keys)
+    if all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+        return ", ".join(str(k) for k in keys)
+    if all(isinstance(k, str) and "\x00" not in k for k in keys):
+        return ", ".join(literal("duckdb", str(k)) for k in keys)
+    return None
 
 
 def counter_delta(saved: str | None, now: RowCounters | None) -> int | None:

@@ -20,6 +20,7 @@ from vigie.sources.base import Filter, RowCounters, Source
 from vigie.stores.duckdb_store import Store, q
 from vigie.stores.meta import META, bound_change_logs, record_policy, reset_changes
 from vigie.sync.ahead import ReadAhead
+from vigie.sync.cluster import CLUSTER_ROWS, cluster, cluster_due, forget_sorted
 from vigie.sync.converge import PolicyChanges, apply_removals, mark_converged, plan_changes
 from vigie.sync.deletes import VERIFY_EVERY, counter_delta
 from vigie.sync.plan import Plan, make_plan
@@ -67,13 +68,15 @@ def sync(
     announce: Announce | None = None,
     verify_every: timedelta | None = VERIFY_ROWS_EVERY,
     rebuild: tuple[str, ...] = (),
+    cluster_rows: int = CLUSTER_ROWS,
 ) -> SyncReport:
     """Copy production into the store under the policy, in one run that opens and closes
     the store. Returns the per-table report; tables stopped by the content scan are marked
     failed there (the others go on). ``announce`` hears what converging the store to a
-    changed policy will do, before it is done."""
+    changed policy will do, before it is done. Cascade children of ``cluster_rows`` rows
+    or more are kept sorted by their cascade column (``vigie.sync.cluster``)."""
     started = time.perf_counter()
-    with Syncer(store_path, keys, verify_every) as syncer:
+    with Syncer(store_path, keys, verify_every, cluster_rows) as syncer:
         report = syncer.run(dsn, policy_path, progress=progress, batch_rows=batch_rows,
                             announce=announce, rebuild=rebuild)  # fmt: skip
     report.seconds = time.perf_counter() - started  # opening and closing the store too
@@ -89,10 +92,15 @@ class Syncer:
     locked while the syncer holds it."""
 
     def __init__(
-        self, store_path: Path, keys: Keys, verify_every: timedelta | None = VERIFY_ROWS_EVERY
+        self,
+        store_path: Path,
+        keys: Keys,
+        verify_every: timedelta | None = VERIFY_ROWS_EVERY,
+        cluster_rows: int = CLUSTER_ROWS,
     ) -> None:
         self.store_path, self.keys = store_path, keys
         self.verify_every = verify_every  # how often each table's rows are all compared
+        self.cluster_rows = cluster_rows  # cascade children this large are kept sorted
         self.store = Store(store_path, keys, create=True)
         self._source: Source | None = None  # kept between runs that succeed
         self._spares: list[Source] = []  # the read-ahead connections, likewise
@@ -179,6 +187,7 @@ class Syncer:
             ]  # fmt: skip
             report.tables = _run_tables(store, run_id, tables, ahead)
             report.read_ahead = ahead.used
+            _keep_sorted(store, run_id, tables, self.cluster_rows)
             with store.transaction() as con:
                 bound_change_logs(con)
             _end_run(store, run_id, report)
@@ -186,6 +195,21 @@ class Syncer:
         finally:
             self._spares = ahead.close(keep=done)
         return report
+
+
+def _keep_sorted(store: Store, run_id: int, tables: list[TableSync], min_rows: int) -> None:
+    """Sort again the large cascade children whose appended rows passed their share (see
+    ``vigie.sync.cluster``); not a table this run loaded whole, nor one that stopped."""
+    for table in tables:
+        if not table.cascades or table.fresh or table.result.status != "ok":
+            continue
+        column = table.cascades[0][0]
+        if cluster_due(store, table.name, column, min_rows):
+            seconds = cluster(store, table.name, column, run_id)
+            table.result.seconds += seconds
+            note = f"rewritten in {column} order: cascades read a few blocks ({seconds:.1f} s)"
+            table.result.message = "; ".join(filter(None, [table.result.message, note]))
+            _record_table(store, run_id, table.result)
 
 
 def forget(store: Store, tables: tuple[str, ...]) -> None:
@@ -202,6 +226,7 @@ def forget(store: Store, tables: tuple[str, ...]) -> None:
             con.execute(f"DROP TABLE {q(table)}")
             for meta in ("state", "columns"):
                 con.execute(f"DELETE FROM {META}.{meta} WHERE table_name = ?", [table])
+            forget_sorted(con, table)
         if "all" in tables:
             con.execute(f"DELETE FROM {META}.meta WHERE key = 'source_identity'")
         reset_changes(con)
