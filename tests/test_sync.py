@@ -22,6 +22,7 @@ from vigie.fleet.generate import FleetSpec
 from vigie.fleet.tick import tick_fleet
 from vigie.keys import init_keyfile, load_keys
 from vigie.stores.duckdb_store import Store
+from vigie.sync import cluster
 from vigie.sync.run import sync
 
 SPEC = FleetSpec(users=400, days=2, seed=5)
@@ -52,22 +53,29 @@ def test_incremental_after_tick_equals_a_fresh_full_sync(any_dsn, keys, tmp_path
     assert store_content(incremental, keys) == store_content(fresh, keys)
 
 
-def test_tables_sorted_for_cascades_lose_exactly_what_production_deleted(pg_dsn, keys, tmp_path):
-    """Large cascade children are rewritten in the order of their cascade column (here every
-    one: ``cluster_rows=1``) by the first incremental run, and again once their appended
-    rows pass a quarter: their cascades name the deleted keys as constants, and after ticks
-    that delete accounts, devices and events the store is still a fresh sync's, row for row."""
+def test_tables_sorted_for_cascades_lose_exactly_what_production_deleted(
+    pg_dsn, keys, tmp_path, monkeypatch
+):
+    """Large cascade children are rewritten sorted by their cascade column within key ranges
+    (here every one: ``cluster_rows=1``, ranges of about 500 rows) by the first incremental
+    run, and again once their appended rows pass a quarter: their cascades name the deleted
+    keys as constants, and after ticks that delete accounts, devices and events the store
+    is still a fresh sync's, row for row."""
+    monkeypatch.setattr(cluster, "CHUNK_ROWS", 500)
     generate_fleet(pg_dsn, SPEC)
     store = tmp_path / "sorted" / "vigie.duckdb"
     assert not sync(pg_dsn, EXAMPLE_POLICY, store, keys, cluster_rows=1).failed
     tick_fleet(pg_dsn, minutes=60, seed=3)
     second = {t.table: t for t in sync(pg_dsn, EXAMPLE_POLICY, store, keys, cluster_rows=1).tables}
-    assert "rewritten in device_id order" in (second["connection_events"].message or "")
-    assert "rewritten in user_id order" in (second["devices"].message or "")
-    assert "rewritten" not in (second["users"].message or "")  # no cascade: never sorted
+    assert "sorted by device_id within key ranges" in (second["connection_events"].message or "")
+    assert "sorted by user_id within key ranges" in (second["devices"].message or "")
+    assert "sorted" not in (second["users"].message or "")  # no cascade: never sorted
     with Store(store, keys) as s:
+        order = cluster.sort_order(s, "connection_events", "device_id")
         devices = [d for (d,) in s.rows("SELECT device_id FROM connection_events ORDER BY rowid")]
-    assert devices == sorted(devices)
+        ordered = s.rows(f"SELECT device_id FROM connection_events ORDER BY {order}")
+    assert devices == [d for (d,) in ordered]
+    assert devices != sorted(devices)  # several ranges, each sorted by device
     for seed in (4, 5):
         # every row compared too: a tick's clock starts after the latest event left, so one
         # that deleted it moves updated_at back, which the cursor alone would miss

@@ -207,7 +207,9 @@ def _keep_sorted(store: Store, run_id: int, tables: list[TableSync], min_rows: i
         if cluster_due(store, table.name, column, min_rows):
             seconds = cluster(store, table.name, column, run_id)
             table.result.seconds += seconds
-            note = f"rewritten in {column} order: cascades read a few blocks ({seconds:.1f} s)"
+            note = (
+                f"sorted by {column} within key ranges: cascades read few blocks ({seconds:.1f} s)"
+            )
             table.result.message = "; ".join(filter(None, [table.result.message, note]))
             _record_table(store, run_id, table.result)
 
