@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from conftest import EXAMPLE_POLICY
@@ -22,7 +24,9 @@ from vigie.fleet.generate import FleetSpec
 from vigie.fleet.tick import tick_fleet
 from vigie.keys import init_keyfile, load_keys
 from vigie.stores.duckdb_store import Store
+from vigie.stores.meta import sorted_since
 from vigie.sync import cluster
+from vigie.sync.deletes import constants
 from vigie.sync.run import sync
 
 SPEC = FleetSpec(users=400, days=2, seed=5)
@@ -85,6 +89,18 @@ def test_tables_sorted_for_cascades_lose_exactly_what_production_deleted(
         fresh = tmp_path / f"fresh{seed}" / "vigie.duckdb"
         sync(pg_dsn, EXAMPLE_POLICY, fresh, keys)
         assert store_content(store, keys) == store_content(fresh, keys)
+    # loaded again from production (--rebuild), the table is no longer sorted: the next
+    # incremental run sorts it again
+    rebuilt = sync(
+        pg_dsn, EXAMPLE_POLICY, store, keys, cluster_rows=1, rebuild=("connection_events",)
+    )
+    assert "sorted" not in ({t.table: t for t in rebuilt.tables}["connection_events"].message or "")
+    with Store(store, keys) as s:
+        assert sorted_since(s, "connection_events") is None
+    again = sync(pg_dsn, EXAMPLE_POLICY, store, keys, cluster_rows=1)
+    assert "sorted by device_id" in (
+        {t.table: t for t in again.tables}["connection_events"].message or ""
+    )
 
 
 def test_pseudonyms_join_across_tables_and_match_python_hmac(sqlite_dsn, keys, store_path):
@@ -463,12 +479,6 @@ def test_sigkill_mid_sync_then_rerun_equals_a_clean_sync(pg_dsn, keyfile, tmp_pa
 def test_cascade_keys_named_as_constants_stay_values():
     """A cascade names its deleted keys as SQL constants (so zone maps can prune): a kept
     text key with a quote, a backslash or a comment stays one value, found exactly."""
-    import uuid
-
-    import duckdb
-
-    from vigie.sync.deletes import constants
-
     con = duckdb.connect()
     for keys in (["x' OR 1=1 --", "back\\slash", "it''s", "ok"], [7, -1, 2**62], [uuid.uuid4()]):
         named = constants(list(keys))

@@ -350,6 +350,31 @@ def change_log_from(store: Store, table: str) -> int | None:
     return int(rows[0][0]) if rows and logged else None
 
 
+def sorted_since(store: Store, table: str) -> tuple[int, str] | None:
+    """The run that last sorted ``table`` for its cascades, and by which column (None:
+    never; ``vigie.sync.cluster``)."""
+    rows = store.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [_sorted_key(table)])
+    if not rows:
+        return None
+    run, column = str(rows[0][0]).split(" ", 1)
+    return int(run), column
+
+
+def record_sorted(con: Any, table: str, run_id: int, column: str) -> None:
+    """Run ``run_id`` sorted ``table`` by ``column``."""
+    con.execute(f"INSERT OR REPLACE INTO {META}.meta VALUES (?, ?)",
+                [_sorted_key(table), f"{run_id} {column}"])  # fmt: skip
+
+
+def forget_sorted(con: Any, table: str) -> None:
+    """``table`` is dropped (``--rebuild``): it is no longer sorted."""
+    con.execute(f"DELETE FROM {META}.meta WHERE key = ?", [_sorted_key(table)])
+
+
+def _sorted_key(table: str) -> str:
+    return f"clustered:{table.lower()}"
+
+
 def reset_changes(con: Any) -> None:
     """The store's tables were rewritten in a way the change log does not follow (a policy
     change, a table loaded again, pseudonyms rotated): drop the logs and the KPI states

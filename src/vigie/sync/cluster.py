@@ -23,28 +23,14 @@ it. A table below ``CLUSTER_ROWS`` is never sorted: its column is read in under 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from vigie.policy.compile import BUCKET_COLUMN
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import META
+from vigie.stores.meta import META, record_sorted, sorted_since
 
 CLUSTER_ROWS = 10_000_000  # smaller tables: a cascade reads their column whole, quickly
 CLUSTER_SHARE = 0.25  # rewritten when more than this share was appended since sorted
 CHUNK_ROWS = 8_000_000  # sorted within key ranges of about this many rows
-
-
-def _key(table: str) -> str:
-    return f"clustered:{table.lower()}"
-
-
-def _sorted_since(store: Store, table: str) -> tuple[int, str] | None:
-    """The run that last sorted ``table`` and by which column (None: never)."""
-    rows = store.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [_key(table)])
-    if not rows:
-        return None
-    run, column = str(rows[0][0]).split(" ", 1)
-    return int(run), column
 
 
 def sort_order(store: Store, table: str, column: str) -> str:
@@ -58,11 +44,6 @@ def sort_order(store: Store, table: str, column: str) -> str:
     return f"{BUCKET_COLUMN} // {per_range}, {q(column)}"
 
 
-def forget_sorted(con: Any, table: str) -> None:
-    """``table`` is dropped (``--rebuild``): it is no longer sorted."""
-    con.execute(f"DELETE FROM {META}.meta WHERE key = ?", [_key(table)])
-
-
 def cluster_due(store: Store, table: str, column: str, min_rows: int) -> bool:
     """Whether ``table`` should be rewritten in ``column`` order at the end of this run:
     large enough, and either never sorted by ``column`` or grown by more than
@@ -70,7 +51,7 @@ def cluster_due(store: Store, table: str, column: str, min_rows: int) -> bool:
     (rows,) = store.rows(f"SELECT COUNT(*) FROM {q(table)}")[0]
     if rows < min_rows:
         return False
-    found = _sorted_since(store, table)
+    found = sorted_since(store, table)
     if found is None or found[1] != column:
         return True
     since = found[0]
@@ -92,7 +73,5 @@ def cluster(store: Store, table: str, column: str, run_id: int) -> float:
         con.execute(f"CREATE TABLE {sorted_name} AS SELECT * FROM {q(table)} ORDER BY {order}")
         con.execute(f"DROP TABLE {q(table)}")
         con.execute(f"ALTER TABLE {sorted_name} RENAME TO {q(table)}")
-        con.execute(
-            f"INSERT OR REPLACE INTO {META}.meta VALUES (?, ?)", [_key(table), f"{run_id} {column}"]
-        )
+        record_sorted(con, table, run_id, column)
     return time.perf_counter() - started

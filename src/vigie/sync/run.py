@@ -18,9 +18,15 @@ from vigie.policy.model import Policy
 from vigie.sources import open_source
 from vigie.sources.base import Filter, RowCounters, Source
 from vigie.stores.duckdb_store import Store, q
-from vigie.stores.meta import META, bound_change_logs, record_policy, reset_changes
+from vigie.stores.meta import (
+    META,
+    bound_change_logs,
+    forget_sorted,
+    record_policy,
+    reset_changes,
+)
 from vigie.sync.ahead import ReadAhead
-from vigie.sync.cluster import CLUSTER_ROWS, cluster, cluster_due, forget_sorted
+from vigie.sync.cluster import CLUSTER_ROWS, cluster, cluster_due
 from vigie.sync.converge import PolicyChanges, apply_removals, mark_converged, plan_changes
 from vigie.sync.deletes import VERIFY_EVERY, counter_delta
 from vigie.sync.plan import Plan, make_plan
