@@ -4,9 +4,12 @@ anywhere between a sync and a refresh is caught up by the next refresh."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import stat
 from datetime import timedelta
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,6 +18,7 @@ from conftest import EXAMPLE_POLICY
 from helpers import prod, prod_exec, synced_fleet
 from vigie.errors import UsageError
 from vigie.fleet.tick import tick_fleet
+from vigie.keys import init_keyfile
 from vigie.kpi import maintain
 from vigie.kpi import refresh as refresh_module
 from vigie.kpi.delta import (
@@ -25,6 +29,7 @@ from vigie.kpi.delta import (
     keyed_fact,
     partners,
 )
+from vigie.kpi.engine import find_rollup
 from vigie.kpi.fit import rollup_name
 from vigie.kpi.load import load_metrics
 from vigie.kpi.model import Fact, ShareWithin
@@ -202,10 +207,12 @@ def test_refresh_after_random_changes_equals_a_full_rebuild(base, tmp_path_facto
         assert {f.fact: f.mode for f in done}["events"] == "incremental"
 
 
-def test_a_crash_between_sync_and_refresh_is_caught_up(fleet, monkeypatch):
-    """Two syncs without a refresh, then a refresh that dies half-way (after adding the
-    rows, before writing the rollups): nothing of it stays, and the next refresh brings
-    everything to the last run, as a full rebuild would."""
+@pytest.mark.parametrize("dies_in", ["_check_quantiles", "_write_rollups"])
+def test_a_crash_between_sync_and_refresh_is_caught_up(fleet, monkeypatch, dies_in):
+    """Two syncs without a refresh, then a refresh that dies half-way: in the states'
+    transaction (nothing of it stays), or between the states' commit and the rollups'
+    (the states file and the store commit apart). Meanwhile no rollup passes for fresh,
+    and the next refresh brings everything to the last run, as a full rebuild would."""
     dsn, store, keys = fleet
     for seed in (1, 2):
         tick_fleet(dsn, minutes=90, seed=seed)
@@ -214,13 +221,85 @@ def test_a_crash_between_sync_and_refresh_is_caught_up(fleet, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr("vigie.kpi.refresh._write_rollups", crash)
+    monkeypatch.setattr(f"vigie.kpi.refresh.{dies_in}", crash)
     with Store(store, keys) as s, pytest.raises(KeyboardInterrupt):
         refresh(s, METRICS)
     monkeypatch.undo()
+    with Store(store, keys) as s:
+        query = KpiQuery("connection_error_rate", ("firmware",), grain="day")
+        assert find_rollup(s, METRICS, query) is None
+    done = refreshed_equals_rebuilt(store, keys)
+    events = next(f for f in done if f.fact == "events")
+    assert events.mode == "incremental"
+    if dies_in == "_check_quantiles":  # the states were not kept: the rows count now
+        assert events.rows > 0
+    else:  # the states were: their rollups are written again, whole, from them
+        assert events.rows == 0 and events.days is None
+
+
+def _state_file(store):
+    return store.with_name(store.name + ".kpi-state")
+
+
+def test_the_states_have_a_file_of_their_own_that_a_sync_leaves_alone(fleet):
+    """The KPI states are in ``<store>.kpi-state``, 0600 and encrypted with the store's
+    key, not in the store: a sync neither opens nor changes that file (so its checkpoint
+    never walks the states, and a served copy of the store does not carry them), and the
+    refresh after it brings them forward."""
+    dsn, store, keys = fleet
+    state = _state_file(store)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    with pytest.raises(duckdb.Error, match=r"(?i)encrypt"):
+        duckdb.connect(str(state), read_only=True)
+    with Store(store, keys) as s:
+        assert not s.rows("SELECT 1 FROM duckdb_tables() WHERE table_name LIKE 'state__%'")
+    seen = (state.stat().st_mtime_ns, hashlib.sha256(state.read_bytes()).hexdigest())
+    tick_fleet(dsn, minutes=60, seed=7)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    assert (state.stat().st_mtime_ns, hashlib.sha256(state.read_bytes()).hexdigest()) == seen
+    assert not state.with_name(state.name + ".wal").exists()
     done = refreshed_equals_rebuilt(store, keys)
     events = next(f for f in done if f.fact == "events")
     assert events.mode == "incremental" and events.rows > 0
+
+
+@pytest.mark.parametrize("swap", ["another store's", "under a rotated key", "restored"])
+def test_states_that_are_not_this_stores_are_never_counted(fleet, tmp_path, swap):
+    """States beside the store that were not built from its runs are not counted into its
+    rollups: another store's (synced apart from the same production), states made under a
+    store key since rotated, or the store restored from a copy older than its states. The
+    refresh rebuilds in full; until then, store verify reports a file that is not the
+    store's."""
+    dsn, store, keys = fleet
+    other = tmp_path / "other" / "vigie.duckdb"
+    if swap == "another store's":
+        sync(dsn, EXAMPLE_POLICY, other, keys)
+        with Store(other, keys) as s:
+            refresh(s, METRICS)
+        shutil.copyfile(_state_file(other), _state_file(store))
+    elif swap == "under a rotated key":
+        rotated = init_keyfile(tmp_path / "rotated.keys")
+        Store(other, rotated, create=True).close()
+        with Store(other, rotated) as s:
+            s.attach_kpi_state()
+        shutil.copyfile(_state_file(other), _state_file(store))
+    else:
+        shutil.copyfile(store, tmp_path / "backup")
+        tick_fleet(dsn, minutes=30, seed=9)
+        sync(dsn, EXAMPLE_POLICY, store, keys)
+        with Store(store, keys) as s:
+            refresh(s, METRICS)
+        shutil.copyfile(tmp_path / "backup", store)
+    if swap != "restored":
+        found = [f for f in verify_store(store, load_policy(EXAMPLE_POLICY), keys)
+                 if str(_state_file(store)) in f.where]  # fmt: skip
+        assert found and found[0].check in ("foreign", "encryption"), found
+    tick_fleet(dsn, minutes=30, seed=8)
+    sync(dsn, EXAMPLE_POLICY, store, keys)
+    done = refreshed_equals_rebuilt(store, keys)
+    assert {f.mode for f in done} == {"full"}
+    assert not [f for f in verify_store(store, load_policy(EXAMPLE_POLICY), keys)
+                if str(_state_file(store)) in f.where]  # fmt: skip
 
 
 def test_full_rebuild_on_request_and_difference_for_facts_that_are_not_joins(fleet):
@@ -285,7 +364,7 @@ def test_first_and_last_connections_are_merged_from_the_changed_events(fleet, mo
         done = {f.fact: f.mode for f in refresh(s, METRICS)}
         assert done["activation_outcomes"] == "difference"
         for cte in keyed_ctes(METRICS.facts["activation_outcomes"]):
-            kept = f'_vigie_kpi."state__activation_outcomes__cte_{cte.name}"'
+            kept = plan_for(METRICS, METRICS.facts["activation_outcomes"]).table(f"cte_{cte.name}")
             assert sorted(s.rows(f"SELECT * FROM {kept}")) == sorted(s.rows(cte.kept_sql))
     assert set(again) == {"first_ok", "last_seen"}
     assert 0 < again["first_ok"] < touched / 3 and again["last_seen"] < touched / 3
@@ -302,7 +381,8 @@ def test_terms_joining_every_event_to_deleted_accounts_are_skipped(fleet):
     shape = incremental_shape(fact)
     assert not isinstance(shape, str)
     with Store(store, keys) as s:
-        (since,) = s.rows("SELECT run_id FROM _vigie_kpi.state__registry WHERE fact = 'events'")[0]
+        s.attach_kpi_state()
+        (since,) = s.rows(f"SELECT run_id FROM {refresh_module.STATES} WHERE fact = 'events'")[0]
         columns = {t: refresh_module._stored_columns(s, t) for t in shape.names}
         s.con.execute("BEGIN TRANSACTION")
         narrow = refresh_module._key_days(s, plan_for(METRICS, fact), since, set(shape.names))
@@ -419,6 +499,7 @@ def test_a_tightened_policy_leaves_no_old_value_in_the_change_log(fleet, tmp_pat
         left = s.rows("SELECT table_schema, table_name FROM information_schema.tables WHERE "
                       "table_name LIKE 'before__%' OR table_name LIKE 'state__%'")  # fmt: skip
     assert left == []
+    assert not _state_file(store).exists()  # the states held the old countries too
 
 
 def test_a_change_log_that_outgrew_its_table_is_foreign(fleet):

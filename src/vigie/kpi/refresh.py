@@ -57,6 +57,7 @@ from vigie.scan.detectors import without_values
 from vigie.stores.duckdb_store import Store
 from vigie.stores.meta import (
     KPI_STATE,
+    KPI_STATE_DB,
     META,
     REPLACED_BY,
     ROLLUP_SCHEMA,
@@ -66,7 +67,7 @@ from vigie.stores.meta import (
     trim_change_log,
 )
 
-STATES = f"{ROLLUP_SCHEMA}.{KPI_STATE}registry"
+STATES = f"{KPI_STATE_DB}.main.registry"  # per fact: its states' signature and run
 ROLLUPS = f"{ROLLUP_SCHEMA}.registry"
 DELTA = "vigie_delta"
 NOW = "vigie_now"  # a fact that is not a select-project-join, evaluated (for some keys)
@@ -94,6 +95,8 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
     (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
     until = calendar.publishable_end("day", sync_horizon(store))
     con = store.con
+    store.attach_kpi_state()
+    _drop_legacy_states(store)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUP_SCHEMA}")
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {ROLLUPS} (name VARCHAR PRIMARY KEY, kpi VARCHAR, "
@@ -101,7 +104,7 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
     )
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {STATES} (fact VARCHAR PRIMARY KEY, signature VARCHAR, "
-        "run_id INTEGER, until TIMESTAMP, built_at TIMESTAMP)"
+        "run_id INTEGER, until TIMESTAMP, built_at TIMESTAMP, run_started TIMESTAMP)"
     )
     done: list[FactRefresh] = []
     logged: dict[str, frozenset[str] | None] = {}  # table: the columns its log keeps
@@ -132,6 +135,10 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
     if until0 is not None and until < until0:
         since, why = None, "the sync horizon went back"
     timings: dict[str, float] = {}
+    behind = since is not None and _rollups_behind(store, metrics, fact, since)
+    # Two transactions, one per file (DuckDB writes one attached file per transaction): the
+    # states, then the rollups. A crash between them leaves rollups behind their states,
+    # which the next refresh rewrites whole (``_rollups_behind``).
     with store.transaction() as con:
         if since is None:
             rows, days = _full(store, plan, until), None
@@ -139,9 +146,12 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
             rows, days = _incremental(store, plan, since, until0, until)  # type: ignore[arg-type]
         timings["states"] = time.perf_counter() - started
         _check_quantiles(plan, _types(store))
+        con.execute(f"INSERT OR REPLACE INTO {STATES} SELECT ?, ?, ?, ?, now(), (SELECT "
+                    f"started_at FROM {META}.runs WHERE run_id = ?)",
+                    [fact.name, signature, run_id, until, run_id])  # fmt: skip
+    days = None if behind else days
+    with store.transaction() as con:
         _write_rollups(store, metrics, plan, days, run_id, timings)
-        con.execute(f"INSERT OR REPLACE INTO {STATES} VALUES (?, ?, ?, ?, now())",
-                    [fact.name, signature, run_id, until])  # fmt: skip
         stats = read_stats(con, plan, until)
         for name in (DELTA, NOW, "vigie_diff"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -157,6 +167,29 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
     return FactRefresh(fact.name, mode,
                        why if since is None else "", rows, None if days is None else len(days),
                        time.perf_counter() - started, timings, error)  # fmt: skip
+
+
+def _rollups_behind(store: Store, metrics: Metrics, fact: Fact, since: int) -> bool:
+    """Whether a rollup of the fact was not written from its states at run ``since`` (a
+    crash between the two commits, or a rollup new or lost)."""
+    names = [rollup_name(k.name, dims) for k in metrics.kpis.values() if k.fact.name == fact.name
+             for dims in fact.rollups
+             if not isinstance(k.measure, ShareWithin) or k.measure.across in dims]  # fmt: skip
+    if not names:
+        return False
+    among = ", ".join(literal("duckdb", n) for n in names)
+    ((fresh,),) = store.rows(f"SELECT COUNT(*) FROM {ROLLUPS} WHERE run_id = ? AND name IN "
+                             f"({among})", [since])  # fmt: skip
+    return int(fresh) < len(names)
+
+
+def _drop_legacy_states(store: Store) -> None:
+    """Drop the KPI states a store kept in its own file before they had one of their own
+    (the state file was just made: they are rebuilt there)."""
+    for (name,) in store.rows(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
+        "schema_name = ? AND starts_with(table_name, ?)", [ROLLUP_SCHEMA, KPI_STATE]):  # fmt: skip
+        store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
 
 
 def _signature(metrics: Metrics, fact: Fact) -> str:
@@ -175,11 +208,15 @@ def _incremental_from(store: Store, metrics: Metrics, fact: Fact, signature: str
         return None, None, "asked for"
     if why := unsupported(metrics, fact):
         return None, None, why
-    rows = store.rows(f"SELECT signature, run_id, until FROM {STATES} WHERE fact = ?", [fact.name])
+    rows = store.rows(f"SELECT signature, run_id, until, s.run_started IS NOT DISTINCT FROM "
+                      f"r.started_at FROM {STATES} s LEFT JOIN {META}.runs r USING (run_id) "
+                      "WHERE fact = ?", [fact.name])  # fmt: skip
     if not rows:
         return None, None, "no state yet (a first refresh, or the store was rewritten)"
     if rows[0][0] != signature:
         return None, None, "its definition changed"
+    if not rows[0][3]:
+        return None, None, "its states are at a run the store does not hold (restored?)"
     since = int(rows[0][1])
     for table in sorted(_logged_tables(fact)):
         start = change_log_from(store, table)
@@ -286,10 +323,10 @@ def _merged_aggs(aggs: tuple[tuple[str, str, str], ...],
 
 def _exists(store: Store, plan: Plan, table: str) -> bool:
     """Whether the fact's state ``table`` (as ``plan.table`` names it) is in the store."""
-    name = table.split(".", 1)[1].strip('"')
-    sql = ("SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND schema_name = ? "
+    name = table.split(".", 2)[2].strip('"')
+    sql = ("SELECT 1 FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
            "AND table_name = ?")  # fmt: skip
-    return bool(store.rows(sql, [ROLLUP_SCHEMA, name]))
+    return bool(store.rows(sql, [KPI_STATE_DB, name]))
 
 
 def _changed_keys(cte: str) -> str:
@@ -358,11 +395,11 @@ def _merge_cte(store: Store, plan: Plan, cte: KeyedCte, table: str, since: int) 
 
 def _full(store: Store, plan: Plan, until: datetime) -> int:
     """Empty states, then every row of the fact counted once."""
-    prefix = f"{KPI_STATE}{plan.fact.name}__"
+    prefix = f"{plan.fact.name}__"
     for (name,) in store.rows(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
-        "schema_name = ? AND starts_with(table_name, ?)", [ROLLUP_SCHEMA, prefix]):  # fmt: skip
-        store.con.execute(f"DROP TABLE {ROLLUP_SCHEMA}.{q(name)}")
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND "
+        "schema_name = 'main' AND starts_with(table_name, ?)", [KPI_STATE_DB, prefix]):  # fmt: skip
+        store.con.execute(f"DROP TABLE {KPI_STATE_DB}.main.{q(name)}")
     cols = ", ".join(q(c) for c in plan.reads)
     spj = _is_spj(plan.fact)
     sql = plan.fact.sql if spj else _kept_ctes(store, plan, None)

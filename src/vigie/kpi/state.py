@@ -31,7 +31,7 @@ from vigie.kpi.model import (
 )
 from vigie.kpi.protect import shape_of, simples
 from vigie.kpi.query import q
-from vigie.stores.meta import KPI_STATE, ROLLUP_SCHEMA
+from vigie.stores.meta import KPI_STATE_DB
 
 USER = "u"  # the family of the fact's person column
 
@@ -64,7 +64,7 @@ class Plan:
     reads: tuple[str, ...]  # the fact's columns the states read
 
     def table(self, part: str) -> str:
-        return f"{ROLLUP_SCHEMA}.{q(f'{KPI_STATE}{self.fact.name}__{part}')}"
+        return f"{KPI_STATE_DB}.main.{q(f'{self.fact.name}__{part}')}"
 
     def counter(self, sql: str) -> int:
         return self.counters.index(sql)

@@ -30,10 +30,12 @@ from vigie.keys import Keys
 from vigie.policy.model import Keep, Policy, Pseudonymize, TablePolicy
 from vigie.scan.column import describe, scan_whole_column
 from vigie.scan.identifying import Singling, measurable
-from vigie.stores.duckdb_store import Store, q
+from vigie.stores.duckdb_store import Store, q, store_files
 from vigie.stores.meta import (
     BEFORE,
     KPI_STATE,
+    KPI_STATE_DB,
+    KPI_STATE_KEY,
     LINEAGE_COLUMNS,
     META,
     META_TABLES,
@@ -69,6 +71,7 @@ def verify_store(path: Path, policy: Policy, keys: Keys) -> list[Finding]:
         return findings
     with store:
         findings += check_encrypted(store)
+        findings += check_kpi_state(store)
         findings += check_schema(store, policy)
         findings += check_foreign(store, policy)
         findings += check_scan(store, policy)
@@ -78,7 +81,8 @@ def verify_store(path: Path, policy: Policy, keys: Keys) -> list[Finding]:
 def check_modes(path: Path) -> Iterator[Finding]:
     real = path.resolve()
     folder = real.parent
-    for where, want in [(folder, 0o700), (real, 0o600), (Path(f"{real}.wal"), 0o600)]:
+    files = [(f, 0o600) for f in dict.fromkeys([real, *store_files(real)])]
+    for where, want in [(folder, 0o700), *files]:
         if not where.exists():
             continue
         info = where.stat()
@@ -107,6 +111,43 @@ def check_encrypted(store: Store) -> Iterator[Finding]:
             "the store file is not encrypted",
             "Sync into a new store (vigie always creates encrypted ones).",
         )
+
+
+def check_kpi_state(store: Store) -> Iterator[Finding]:
+    """The KPI state file, when there is one: encrypted with the store's key, the one the
+    store names, and holding only the states' tables."""
+    path = store.kpi_state_path
+    if not path.exists():
+        return
+    fix = "Remove it (vigie kpi refresh rebuilds the states), after finding out who made it."
+    try:
+        with store.kpi_state_read_only():
+            found = list(_kpi_state_tables(store, path, fix))
+    except duckdb.Error:
+        why = "does not open with the store's key (made under a key since rotated, or not vigie's)"
+        found = [Finding("encryption", str(path), f"the KPI state file {why}", fix)]
+    yield from found
+
+
+def _kpi_state_tables(store: Store, path: Path, fix: str) -> Iterator[Finding]:
+    db = KPI_STATE_DB
+    listed = "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ?"
+    tables = {(s, t) for s, t in store.rows(listed, [db])}
+    named = store.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [KPI_STATE_KEY])
+    held = store.rows(f"SELECT value FROM {db}.main.meta WHERE key = ?", [KPI_STATE_KEY]) if (
+        ("main", "meta") in tables) else []  # fmt: skip
+    if not named or held != named:
+        yield Finding("foreign", str(path), "a KPI state file this store does not name (left by "
+                      "a crash, or copied in)", fix)  # fmt: skip
+        return
+    facts = [f for (f,) in store.rows(f"SELECT fact FROM {db}.main.registry")] if (
+        ("main", "registry") in tables) else []  # fmt: skip
+    for schema, table in sorted(tables):
+        if schema == "main" and (table in ("meta", "registry")
+                                 or any(table.startswith(f"{f}__") for f in facts)):  # fmt: skip
+            continue
+        yield Finding("foreign", f"{path}: {schema}.{table}",
+                      "a table vigie did not make in the KPI state file", fix)  # fmt: skip
 
 
 def check_schema(store: Store, policy: Policy) -> Iterator[Finding]:

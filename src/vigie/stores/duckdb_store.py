@@ -10,6 +10,13 @@ Layout:
   they were first seen and deleted, so that "which rows were present between T1 and T2"
   stays answerable after the rows are gone.
 
+Beside it, ``<store>.kpi-state``: the KPI refresh's exact states (``vigie.kpi.state``),
+encrypted with the same key, attached only by a refresh (``attach_kpi_state``). They are
+derived and rebuildable; apart, a sync's checkpoint never walks them (a cold process's
+first checkpoint reads the delete marks of every table that has some) and a served copy of
+the store does not carry them. The store's ``_vigie.meta`` names the state file it goes
+with; a state file it does not name is removed, never read.
+
 No key is ever stored: only key ids, which cannot be turned back into keys.
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +37,10 @@ import duckdb
 from vigie.errors import KeyfileError, StoreError
 from vigie.keys import Keys
 from vigie.stores.extensions import load_extension
-from vigie.stores.meta import META, SCHEMA_SQL
+from vigie.stores.meta import KPI_STATE_DB, KPI_STATE_KEY, META, SCHEMA_SQL
 
 FORMAT_VERSION = "1"
+KPI_STATE_SUFFIX = ".kpi-state"
 
 
 def check_modes(path: Path) -> None:
@@ -45,13 +54,30 @@ def check_modes(path: Path) -> None:
             "the store.",
             hint=f"chmod 700 {folder}",
         )
-    for file in (path, path.with_name(path.name + ".wal")):
+    for file in store_files(path):
         if file.exists() and (fmode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
             raise StoreError(
                 f"Store file {file} is readable by others (mode {fmode:04o}); refusing to "
                 "open the store.",
                 hint=f"chmod 600 {file}",
             )
+
+
+def kpi_state_path(path: Path) -> Path:
+    """The KPI state file of the store at ``path``: beside the store's real file, in the
+    folder whose mode is checked (not beside a symlink to it)."""
+    real = path.resolve()
+    return real.with_name(real.name + KPI_STATE_SUFFIX)
+
+
+def store_files(path: Path) -> tuple[Path, ...]:
+    """The store's files that hold data: the store, the KPI states, and their WALs."""
+    state = kpi_state_path(path)
+    return (path, _wal(path), state, _wal(state))
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
 
 
 def _check_keyfile_apart(path: Path, keys: Keys) -> None:
@@ -98,6 +124,7 @@ class Store:
             check_modes(path)
         _check_keyfile_apart(path, keys)
         self._old_umask = os.umask(0o077)
+        self._opened = False
         self.con = duckdb.connect(config={"threads": 2})
         self.con.execute("SET enable_progress_bar = false")
         # One checkpoint when the store closes instead of one whenever the WAL passes 16 MB:
@@ -115,6 +142,7 @@ class Store:
                 self._fresh_path().unlink(missing_ok=True)  # left by a rewrite that crashed
                 self.con.execute(SCHEMA_SQL)
             self._check_key_ids()
+            self._opened = True
         except BaseException:
             self.close()
             raise
@@ -177,9 +205,87 @@ class Store:
 
     def close(self) -> None:
         try:
+            if self._opened and not self.read_only and self._kpi_state_orphaned():
+                self.discard_kpi_state()  # e.g. pseudonyms rotated: old ones gone now
             self.con.close()
         finally:
             os.umask(self._old_umask)
+
+    # -- the KPI state file ----------------------------------------------------------------
+
+    @property
+    def kpi_state_path(self) -> Path:
+        return kpi_state_path(self.path)
+
+    def attach_kpi_state(self) -> str:
+        """Attach the KPI state file (created empty when missing, or when the store does
+        not name it: the states were reset, or the file is another store's); returns the
+        database name its tables are under."""
+        token = self._kpi_state_token()
+        if self._state_attached():
+            if token is not None:
+                return KPI_STATE_DB
+            self.discard_kpi_state()  # disowned since it was attached (``reset_changes``)
+        state = self.kpi_state_path
+        if state.exists() and (token is None or self._state_token_in_file() != token):
+            self.discard_kpi_state()
+        if not state.exists():
+            token = secrets.token_hex(16)
+        self._attach_state()
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {KPI_STATE_DB}.main.meta "
+                         "(key VARCHAR PRIMARY KEY, value VARCHAR)")  # fmt: skip
+        self.con.execute(f"INSERT OR REPLACE INTO {KPI_STATE_DB}.main.meta VALUES (?, ?)",
+                         [KPI_STATE_KEY, token])  # fmt: skip
+        self.con.execute(f"INSERT OR REPLACE INTO {META}.meta VALUES (?, ?)",
+                         [KPI_STATE_KEY, token])  # fmt: skip
+        return KPI_STATE_DB
+
+    def discard_kpi_state(self) -> None:
+        """Remove the KPI state file (it is derived: the next refresh rebuilds it)."""
+        if self._state_attached():
+            self.con.execute(f"DETACH {KPI_STATE_DB}")
+        for file in store_files(self.path)[2:]:
+            file.unlink(missing_ok=True)
+
+    def _state_attached(self) -> bool:
+        return bool(self.rows("SELECT 1 FROM duckdb_databases() WHERE database_name = ?",
+                              [KPI_STATE_DB]))  # fmt: skip
+
+    def _kpi_state_token(self) -> str | None:
+        rows = self.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [KPI_STATE_KEY])
+        return str(rows[0][0]) if rows else None
+
+    def _kpi_state_orphaned(self) -> bool:
+        """A state file the store no longer names (``meta.reset_changes`` unnamed it)."""
+        return self.kpi_state_path.exists() and self._kpi_state_token() is None
+
+    def _state_token_in_file(self) -> str | None:
+        """The token the state file holds; None when it cannot be read with this store
+        key (made under a key since rotated) or holds none."""
+        try:
+            with self.kpi_state_read_only() as db:
+                rows = self.rows(f"SELECT value FROM {db}.main.meta WHERE key = ?",
+                                 [KPI_STATE_KEY])  # fmt: skip
+        except duckdb.Error:
+            return None
+        return str(rows[0][0]) if rows else None
+
+    @contextmanager
+    def kpi_state_read_only(self) -> Iterator[str]:
+        """The KPI state file attached read-only for a look; yields its database name.
+        Raises ``duckdb.Error`` when it does not open with this store's key."""
+        self._attach_state(read_only=True)
+        try:
+            yield KPI_STATE_DB
+        finally:
+            self.con.execute(f"DETACH {KPI_STATE_DB}")
+
+    def _attach_state(self, *, read_only: bool = False) -> None:
+        mode = "READ_ONLY, " if read_only else ""
+        self.con.execute(
+            f"ATTACH '{_sql_str(str(self.kpi_state_path))}' AS {KPI_STATE_DB} "
+            f"({mode}ENCRYPTION_KEY '{self.keys.store_key}')"
+        )
 
     def _fresh_path(self) -> Path:
         return self.path.with_name(self.path.name + ".fresh")

@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS {META}.run_columns (
 BEFORE = "before__"  # + table: the change log (rows replaced or deleted, as stored)
 REPLACED_BY = "_vigie_replaced_run"
 RUN_COLUMN = "_vigie_run"  # the run that wrote a stored row
-KPI_STATE = "state__"  # + fact...: the KPI refresh's states, in ROLLUP_SCHEMA
+KPI_STATE = "state__"  # + fact...: the KPI states, in ROLLUP_SCHEMA before they had a file
+KPI_STATE_DB = "kpi_state"  # the KPI states' own file, attached under this name
+KPI_STATE_KEY = "kpi_state"  # in both files' meta: the state file the store goes with
 # Tables of ``_vigie`` that vigie makes besides ``deleted__<table>`` and ``before__<table>``.
 META_TABLES = ("meta", "runs", "table_runs", "state", "columns", "policies", "run_columns")
 
@@ -377,12 +379,13 @@ def _sorted_key(table: str) -> str:
 
 def reset_changes(con: Any) -> None:
     """The store's tables were rewritten in a way the change log does not follow (a policy
-    change, a table loaded again, pseudonyms rotated): drop the logs and the KPI states
-    built on them. The next refresh finds no state and rebuilds in full (and starts the
-    logs again)."""
+    change, a table loaded again, pseudonyms rotated): drop the logs and disown the KPI
+    states built on them (their file goes when the store closes, ``Store.close``). The
+    next refresh finds no state and rebuilds in full (and starts the logs again)."""
     for schema, prefix in ((META, BEFORE), (ROLLUP_SCHEMA, KPI_STATE)):
         sql = ("SELECT table_name FROM duckdb_tables() WHERE database_name = 'store' AND "
                "schema_name = ? AND starts_with(table_name, ?)")  # fmt: skip
         for (name,) in con.execute(sql, [schema, prefix]).fetchall():
             con.execute(f"DROP TABLE {schema}.{quote(name)}")
-    con.execute(f"DELETE FROM {META}.meta WHERE starts_with(key, 'change_log_from:')")
+    con.execute(f"DELETE FROM {META}.meta WHERE starts_with(key, 'change_log_from:') "
+                "OR key = ?", [KPI_STATE_KEY])  # fmt: skip
