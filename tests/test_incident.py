@@ -341,7 +341,10 @@ def test_key_rotation_keeps_every_kpi_answer_and_old_pseudonyms_match_nothing(tm
     with Store(store, old, read_only=True) as s:
         old_users = {r[0] for r in s.rows("SELECT id FROM users")}
         old_devices = {r[0] for r in s.rows("SELECT device_id FROM connection_events")}
+    states = store.with_name(store.name + ".kpi-state")  # per person pseudonym, a bit a day
+    assert states.exists()
     result = rotate_pseudonym_key(store, tmp_path / "keys", dsn)
+    assert not states.exists()  # the old pseudonyms in them went with the rotation
     new = load_keys(tmp_path / "keys")
     assert new.pseudonym_key != old.pseudonym_key and result.rewritten > 0
     assert result.orphans >= 3  # the deleted users' pseudonyms: fresh random ones
