@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLE_POLICY
+from vigie.errors import StoreError
 from vigie.fleet.build import generate_fleet
 from vigie.fleet.generate import FleetSpec
 from vigie.keys import init_keyfile, load_keys
@@ -163,3 +164,20 @@ def test_a_removed_table_is_a_finding(synced, keyfile, tmp_path):
     found = findings(synced, load_keys(keyfile), policy)
     assert any(f.startswith("schema: body_metrics: the policy copies this table; the store lacks it")
                for f in found)  # fmt: skip
+
+
+def test_the_kpi_state_file_is_checked_like_the_store(synced, keys):
+    """The KPI states' file beside the store: a table planted in it is foreign, and a
+    loose mode on it is refused at open and reported, as the store's own would be."""
+    with Store(synced, keys) as s:
+        s.attach_kpi_state()
+    assert not findings(synced, keys)
+    with Store(synced, keys) as s:
+        s.attach_kpi_state()
+        s.con.execute("CREATE TABLE kpi_state.main.exfil AS SELECT 'x' AS email")
+    state = synced.resolve().with_name(synced.name + ".kpi-state")
+    assert any(f.startswith(f"foreign: {state}: main.exfil") for f in findings(synced, keys))
+    state.chmod(0o644)
+    with pytest.raises(StoreError, match="readable by others"):
+        Store(synced, keys)
+    assert any(f.startswith(f"modes: {state}: mode 0644") for f in findings(synced, keys))
