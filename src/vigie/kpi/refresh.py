@@ -48,7 +48,7 @@ from vigie.kpi.delta import (
 from vigie.kpi.fit import check_against_store, rollup_name
 from vigie.kpi.fromstate import read_stats, rollup_sql
 from vigie.kpi.maintain import Redo, apply, derived, recount_published
-from vigie.kpi.model import Fact, Metrics, ShareWithin
+from vigie.kpi.model import Fact, Kpi, Metrics, ShareWithin
 from vigie.kpi.patterns import forget_pattern, pattern_from_stats, save_pattern, sync_horizon
 from vigie.kpi.protect import ProtectionError
 from vigie.kpi.query import q
@@ -172,15 +172,21 @@ def _refresh_fact(store: Store, metrics: Metrics, fact: Fact, run_id: int, until
 def _rollups_behind(store: Store, metrics: Metrics, fact: Fact, since: int) -> bool:
     """Whether a rollup of the fact was not written from its states at run ``since`` (a
     crash between the two commits, or a rollup new or lost)."""
-    names = [rollup_name(k.name, dims) for k in metrics.kpis.values() if k.fact.name == fact.name
-             for dims in fact.rollups
-             if not isinstance(k.measure, ShareWithin) or k.measure.across in dims]  # fmt: skip
+    names = [name for _, _, name in _rollups_of(metrics, fact)]
     if not names:
         return False
     among = ", ".join(literal("duckdb", n) for n in names)
     ((fresh,),) = store.rows(f"SELECT COUNT(*) FROM {ROLLUPS} WHERE run_id = ? AND name IN "
                              f"({among})", [since])  # fmt: skip
     return int(fresh) < len(names)
+
+
+def _rollups_of(metrics: Metrics, fact: Fact) -> list[tuple[Kpi, tuple[str, ...], str]]:
+    """The fact's declared rollups: (KPI, dimensions, table name); a share only with the
+    dimension it is a share across."""
+    return [(k, dims, rollup_name(k.name, dims)) for k in metrics.kpis.values()
+            if k.fact.name == fact.name for dims in fact.rollups
+            if not isinstance(k.measure, ShareWithin) or k.measure.across in dims]  # fmt: skip
 
 
 def _drop_legacy_states(store: Store) -> None:
@@ -699,25 +705,19 @@ def _write_rollups(store: Store, metrics: Metrics, plan: Plan, days: list[dateti
         con.executemany("INSERT INTO vigie_days VALUES (?)", [[d] for d in days])
     among = "period IN (SELECT d FROM vigie_days)"
     types = _types(store)
-    for kpi in metrics.kpis.values():
-        if kpi.fact.name != plan.fact.name:
-            continue
-        for dims in plan.fact.rollups:
-            if isinstance(kpi.measure, ShareWithin) and kpi.measure.across not in dims:
-                continue
-            started = time.perf_counter()
-            name = rollup_name(kpi.name, dims)
-            table = f"{ROLLUP_SCHEMA}.{q(name)}"
-            if days is None or not store.rows(
-                "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND "
-                "schema_name = ? AND table_name = ?", [ROLLUP_SCHEMA, name]):  # fmt: skip
-                con.execute(f"CREATE OR REPLACE TABLE {table} AS "
-                            f"{rollup_sql(plan, kpi, dims, 'true', types)}")  # fmt: skip
-            else:
-                con.execute(f"DELETE FROM {table} WHERE {among}")
-                con.execute(f"INSERT INTO {table} {rollup_sql(plan, kpi, dims, among, types)}")
-            seconds = time.perf_counter() - started
-            con.execute(f"INSERT OR REPLACE INTO {ROLLUPS} VALUES (?, ?, ?, ?, now(), ?)",
-                        [name, kpi.name, ",".join(dims), run_id, seconds])  # fmt: skip
-            timings[name] = seconds
+    for kpi, dims, name in _rollups_of(metrics, plan.fact):
+        started = time.perf_counter()
+        table = f"{ROLLUP_SCHEMA}.{q(name)}"
+        if days is None or not store.rows(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = 'store' AND "
+            "schema_name = ? AND table_name = ?", [ROLLUP_SCHEMA, name]):  # fmt: skip
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS "
+                        f"{rollup_sql(plan, kpi, dims, 'true', types)}")  # fmt: skip
+        else:
+            con.execute(f"DELETE FROM {table} WHERE {among}")
+            con.execute(f"INSERT INTO {table} {rollup_sql(plan, kpi, dims, among, types)}")
+        seconds = time.perf_counter() - started
+        con.execute(f"INSERT OR REPLACE INTO {ROLLUPS} VALUES (?, ?, ?, ?, now(), ?)",
+                    [name, kpi.name, ",".join(dims), run_id, seconds])  # fmt: skip
+        timings[name] = seconds
     con.execute("DROP TABLE vigie_days")

@@ -218,26 +218,23 @@ class Store:
         return kpi_state_path(self.path)
 
     def attach_kpi_state(self) -> str:
-        """Attach the KPI state file (created empty when missing, or when the store does
-        not name it: the states were reset, or the file is another store's); returns the
-        database name its tables are under."""
+        """Attach the KPI state file (made anew when missing, or when it is not the one the
+        store names: the states were reset, or the file is another store's or under
+        another key); returns the database name its tables are under."""
         token = self._kpi_state_token()
         if self._state_attached():
             if token is not None:
                 return KPI_STATE_DB
             self.discard_kpi_state()  # disowned since it was attached (``reset_changes``)
-        state = self.kpi_state_path
-        if state.exists() and (token is None or self._state_token_in_file() != token):
-            self.discard_kpi_state()
-        if not state.exists():
-            token = secrets.token_hex(16)
+        if token is not None and self.kpi_state_path.exists() and self._attach_named(token):
+            return KPI_STATE_DB
+        self.discard_kpi_state()
+        token = secrets.token_hex(16)
         self._attach_state()
-        self.con.execute(f"CREATE TABLE IF NOT EXISTS {KPI_STATE_DB}.main.meta "
-                         "(key VARCHAR PRIMARY KEY, value VARCHAR)")  # fmt: skip
-        self.con.execute(f"INSERT OR REPLACE INTO {KPI_STATE_DB}.main.meta VALUES (?, ?)",
-                         [KPI_STATE_KEY, token])  # fmt: skip
-        self.con.execute(f"INSERT OR REPLACE INTO {META}.meta VALUES (?, ?)",
-                         [KPI_STATE_KEY, token])  # fmt: skip
+        self.con.execute(f"CREATE TABLE {KPI_STATE_DB}.main.meta (key VARCHAR PRIMARY KEY, "
+                         "value VARCHAR)")  # fmt: skip
+        for meta in (f"{KPI_STATE_DB}.main.meta", f"{META}.meta"):  # the file first
+            self.con.execute(f"INSERT OR REPLACE INTO {meta} VALUES (?, ?)", [KPI_STATE_KEY, token])
         return KPI_STATE_DB
 
     def discard_kpi_state(self) -> None:
@@ -259,16 +256,22 @@ class Store:
         """A state file the store no longer names (``meta.reset_changes`` unnamed it)."""
         return self.kpi_state_path.exists() and self._kpi_state_token() is None
 
-    def _state_token_in_file(self) -> str | None:
-        """The token the state file holds; None when it cannot be read with this store
-        key (made under a key since rotated) or holds none."""
+    def _attach_named(self, token: str) -> bool:
+        """Attach the state file and keep it attached if it holds ``token``; False (and
+        detached) when it does not, or does not open with this store key."""
         try:
-            with self.kpi_state_read_only() as db:
-                rows = self.rows(f"SELECT value FROM {db}.main.meta WHERE key = ?",
-                                 [KPI_STATE_KEY])  # fmt: skip
+            self._attach_state()
         except duckdb.Error:
-            return None
-        return str(rows[0][0]) if rows else None
+            return False
+        try:
+            held = self.rows(f"SELECT value FROM {KPI_STATE_DB}.main.meta WHERE key = ?",
+                             [KPI_STATE_KEY])  # fmt: skip
+        except duckdb.CatalogException:
+            held = []
+        if held == [(token,)]:
+            return True
+        self.con.execute(f"DETACH {KPI_STATE_DB}")
+        return False
 
     @contextmanager
     def kpi_state_read_only(self) -> Iterator[str]:

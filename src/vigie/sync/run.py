@@ -213,9 +213,7 @@ def _keep_sorted(store: Store, run_id: int, tables: list[TableSync], min_rows: i
         if cluster_due(store, table.name, column, min_rows):
             seconds = cluster(store, table.name, column, run_id)
             table.result.seconds += seconds
-            note = (
-                f"sorted by {column} within key ranges: cascades read few blocks ({seconds:.1f} s)"
-            )
+            note = f"sorted by {column} within key ranges ({seconds:.1f} s)"
             table.result.message = "; ".join(filter(None, [table.result.message, note]))
             _record_table(store, run_id, table.result)
 
