@@ -181,3 +181,16 @@ def test_the_kpi_state_file_is_checked_like_the_store(synced, keys):
     with pytest.raises(StoreError, match="readable by others"):
         Store(synced, keys)
     assert any(f.startswith(f"modes: {state}: mode 0644") for f in findings(synced, keys))
+
+
+def test_a_kpi_state_file_that_does_not_open_names_no_key(synced, keys):
+    """A state file that is not a database (or not under this key) is a finding, and the
+    error says which file, never the store key it was tried with."""
+    state = synced.resolve().with_name(synced.name + ".kpi-state")
+    state.write_bytes(b"not a database " * 512)
+    state.chmod(0o600)
+    with Store(synced, keys, read_only=True) as s, pytest.raises(StoreError) as err:
+        s.kpi_state_read_only().__enter__()
+    assert str(state) in err.value.message and keys.store_key not in str(err.value)
+    found = [f for f in findings(synced, keys) if str(state) in f]
+    assert found and found[0].startswith("encryption:") and keys.store_key not in found[0]

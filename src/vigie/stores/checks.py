@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from vigie.errors import KeyfileError
+from vigie.errors import KeyfileError, StoreError
 from vigie.keys import Keys
 from vigie.policy.model import Keep, Policy, Pseudonymize, TablePolicy
 from vigie.scan.column import describe, scan_whole_column
@@ -123,7 +123,7 @@ def check_kpi_state(store: Store) -> Iterator[Finding]:
     try:
         with store.kpi_state_read_only():
             found = list(_kpi_state_tables(store, path, fix))
-    except duckdb.Error:
+    except StoreError:
         why = "does not open with the store's key (made under a key since rotated, or not vigie's)"
         found = [Finding("encryption", str(path), f"the KPI state file {why}", fix)]
     yield from found

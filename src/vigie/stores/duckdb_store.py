@@ -261,7 +261,7 @@ class Store:
         detached) when it does not, or does not open with this store key."""
         try:
             self._attach_state()
-        except duckdb.Error:
+        except StoreError:  # made under another store key, or not a DuckDB file
             return False
         try:
             held = self.rows(f"SELECT value FROM {KPI_STATE_DB}.main.meta WHERE key = ?",
@@ -276,7 +276,7 @@ class Store:
     @contextmanager
     def kpi_state_read_only(self) -> Iterator[str]:
         """The KPI state file attached read-only for a look; yields its database name.
-        Raises ``duckdb.Error`` when it does not open with this store's key."""
+        Raises ``StoreError`` when it does not open with this store's key."""
         self._attach_state(read_only=True)
         try:
             yield KPI_STATE_DB
@@ -284,11 +284,19 @@ class Store:
             self.con.execute(f"DETACH {KPI_STATE_DB}")
 
     def _attach_state(self, *, read_only: bool = False) -> None:
+        """Attach the state file; ``StoreError`` (the key scrubbed) when it cannot be."""
         mode = "READ_ONLY, " if read_only else ""
-        self.con.execute(
-            f"ATTACH '{_sql_str(str(self.kpi_state_path))}' AS {KPI_STATE_DB} "
-            f"({mode}ENCRYPTION_KEY '{self.keys.store_key}')"
-        )
+        try:
+            self.con.execute(
+                f"ATTACH '{_sql_str(str(self.kpi_state_path))}' AS {KPI_STATE_DB} "
+                f"({mode}ENCRYPTION_KEY '{self.keys.store_key}')"
+            )
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"Cannot open the KPI state file {self.kpi_state_path}: "
+                f"{self.keys.scrub(str(exc)).splitlines()[0]}",
+                hint="It is derived: remove it, and vigie kpi refresh rebuilds it.",
+            ) from None
 
     def _fresh_path(self) -> Path:
         return self.path.with_name(self.path.name + ".fresh")
