@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -198,16 +199,19 @@ def test_an_altered_audit_entry_closes_the_data(world):
 def test_the_guard_sees_a_web_process_listening_off_loopback_without_tls(tmp_path):
     """The check behind `vigie serve`'s refusal to start that way, on a real listener."""
     code = (
-        "import http.server as h; h.HTTPServer(('{}', 0), h.BaseHTTPRequestHandler).serve_forever()"
+        "import http.server as h; s = h.HTTPServer(('{}', 0), h.BaseHTTPRequestHandler);"
+        " print(s.server_port, flush=True); s.serve_forever()"
     )
     for host, ok in (("0.0.0.0", False), ("127.0.0.1", True)):
-        p = subprocess.Popen(["python3", "-c", code.format(host)])
+        p = subprocess.Popen(["python3", "-c", code.format(host)], stdout=subprocess.PIPE)
         try:
-            time.sleep(0.5)
+            assert p.stdout is not None
+            port = int(p.stdout.readline())  # listening from here on, however loaded the CI
             result = inside.listeners(p.pid, tls=False)
+            assert str(port) in result.reason, result
         finally:
             p.kill()
-            p.wait()
+            p.communicate()
         assert result.ok is ok, result
 
 
@@ -231,10 +235,12 @@ def test_a_value_planted_between_scheduled_syncs_is_caught_before_the_next_publi
     try:
         wait_status(served.url, 200)
         ((dev, firmware),) = _with_store(store, keys, "SELECT id, firmware FROM devices LIMIT 1")
-        t0 = time.monotonic()
         _with_store(store, keys, "UPDATE devices SET firmware = 'bob@example.org' WHERE id = ?",
                     [dev])  # fmt: skip
+        t0 = time.monotonic()  # planted from here (the write waited for the schedule's lock)
+        planted = datetime.now(UTC).replace(tzinfo=None)
         wait_status(served.url, 503, timeout=15)
+        refused = datetime.fromisoformat(ask(socket_path(store), "guard")["failing_since"])
         deadline = time.monotonic() + 3  # the data route may follow /healthz by a poll
         while poller.first(503, t0) is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -246,6 +252,10 @@ def test_a_value_planted_between_scheduled_syncs_is_caught_before_the_next_publi
         )
         _with_store(store, keys, "UPDATE devices SET firmware = ? WHERE id = ?", [firmware, dev])
         wait_status(served.url, 200, timeout=20)
+        # the guard looked before the next sync did anything: no run began and ended between
+        sql = "SELECT run_id FROM _vigie.runs WHERE started_at > ? AND finished_at < ?"
+        over = _with_store(store, keys, sql, [planted, refused.replace(tzinfo=None)])
+        assert over == [], f"runs {over} synced over the planted value before it was refused"
     finally:
         poller.stop()
         stop_serve(served)

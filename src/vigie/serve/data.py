@@ -410,6 +410,8 @@ class DataService:
             s.last_error = f"sync skipped: {lowered}"
             log.warning("sync skipped: %s", lowered)
             return
+        if self.guard is not None and self._primary_stamp() not in (self._stamp, self._refused):
+            self.publish()  # written behind our back: the guard looks now, not after a sync
         s.running, s.last_started = True, datetime.now(UTC)
         untouched = self._primary_stamp() == self._stamp  # nobody wrote since we published
         try:
