@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/vigie_bench")
     ap.add_argument("--ticks", type=int, default=3)
     ap.add_argument("--minutes", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", help="keep the store (to measure on it)")
     args = ap.parse_args()
     name = parse_dsn(args.dsn).database
     work = OUT / f"refresh-{name}"
@@ -119,7 +120,8 @@ def main() -> None:
           f"{', '.join(f'{x:.1%}' for x in shares)} of it; cold incremental sync: "
           f"{', '.join(f'{x:.1%}' for x in syncs)} of the full sync; identical: "
           f"{results['identical_to_full_rebuild']} {differ or ''}")  # fmt: skip
-    shutil.rmtree(work / "store", ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(work / "store", ignore_errors=True)
 
 
 if __name__ == "__main__":
