@@ -95,6 +95,8 @@ def refresh(store: Store, metrics: Metrics, *, full: bool = False,
     (run_id,) = store.rows(f"SELECT COALESCE(MAX(run_id), 0) FROM {META}.runs")[0]
     until = calendar.publishable_end("day", sync_horizon(store))
     con = store.con
+    if full:  # every state is rebuilt: in a new file, not beside the old ones (twice the space)
+        store.discard_kpi_state()
     store.attach_kpi_state()
     _drop_legacy_states(store)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {ROLLUP_SCHEMA}")
