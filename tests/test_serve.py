@@ -743,6 +743,28 @@ def test_a_long_schedule_serves_at_once_and_says_when_it_syncs_next(tmp_path):
     assert not list(store.parent.glob("*.served-*"))  # removed at stop
 
 
+def test_a_schedule_under_the_guard_makes_its_store_with_the_first_sync(tmp_path):
+    """`vigie serve --sync-from --every` onto a store not made yet: the first sync makes it
+    (the guard has nothing to inspect before it), and it is served. Failed when a due sync
+    inspected the store first: "No store at ..."."""
+    from conftest import EXAMPLE_POLICY
+
+    dsn, _, _ = synced_fleet(tmp_path, users=200, days=1, seed=4)
+    store = tmp_path / "new" / "vigie.duckdb"
+    store.parent.mkdir(mode=0o700)
+    keys = make_keys(store)
+    s = start_serve(store, tmp_path / "keys", "--sync-from", str(dsn), "--policy",
+                    str(EXAMPLE_POLICY), "--every", "1h")  # fmt: skip
+    s.keys = keys
+    try:
+        with s.client("analyst") as c:
+            status = c.get("/api/status").json()
+    finally:
+        stop_serve(s)
+    assert status["sync"]["runs"] == 1 and status["sync"]["last_error"] is None
+    assert status["snapshot"]["generation"] == 1  # one copy, after the sync: none before it
+
+
 def test_a_dashboard_session_expires_and_dies_with_its_key(tmp_path):
     from vigie.access.keys import AccessFile, parse_duration
     from vigie.server.auth import SESSION_COOKIE, SESSION_IDLE

@@ -410,7 +410,7 @@ class DataService:
             s.last_error = f"sync skipped: {lowered}"
             log.warning("sync skipped: %s", lowered)
             return
-        if self.guard is not None and self._primary_stamp() not in (self._stamp, self._refused):
+        if self._written_since_published():
             self.publish()  # written behind our back: the guard looks now, not after a sync
         s.running, s.last_started = True, datetime.now(UTC)
         untouched = self._primary_stamp() == self._stamp  # nobody wrote since we published
@@ -425,6 +425,13 @@ class DataService:
             s.running, s.last_finished, s.runs = False, datetime.now(UTC), s.runs + 1
         self._synced = untouched  # else the store was changed behind our back: scan it all
         self.publish()
+
+    def _written_since_published(self) -> bool:
+        """Whether, under a guard, a store we published was changed by someone else since
+        (not a store yet to be made by the first sync, nor one never published)."""
+        if self.guard is None or self._stamp is None or not self.settings.store.exists():
+            return False
+        return self._primary_stamp() not in (self._stamp, self._refused)
 
     def _unapproved(self) -> str | None:
         """Why the policy in force may not be synced (lowered without approval), or None."""
