@@ -189,8 +189,12 @@ def test_a_kpi_state_file_that_does_not_open_names_no_key(synced, keys):
     state = synced.resolve().with_name(synced.name + ".kpi-state")
     state.write_bytes(b"not a database " * 512)
     state.chmod(0o600)
-    with Store(synced, keys, read_only=True) as s, pytest.raises(StoreError) as err:
-        s.kpi_state_read_only().__enter__()
+    with (
+        Store(synced, keys, read_only=True) as s,
+        pytest.raises(StoreError) as err,
+        s.kpi_state_read_only(),  # the attach itself raises
+    ):
+        pass
     assert str(state) in err.value.message and keys.store_key not in str(err.value)
     found = [f for f in findings(synced, keys) if str(state) in f]
     assert found and found[0].startswith("encryption:") and keys.store_key not in found[0]
