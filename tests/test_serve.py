@@ -720,23 +720,29 @@ def test_stale_snapshots_of_a_killed_server_are_deleted_before_serving(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.duckdb.served-1", "vigie.duckdb"]
 
 
+def _status_of_an_hourly_schedule(dsn, store: Path, keyfile: Path) -> dict:
+    """Serve ``store`` synced from ``dsn`` every hour; the status an analyst sees once it
+    answers, after the server stopped."""
+    from conftest import EXAMPLE_POLICY
+
+    keys = make_keys(store)
+    s = start_serve(store, keyfile, "--sync-from", str(dsn), "--policy",
+                    str(EXAMPLE_POLICY), "--every", "1h")  # fmt: skip
+    s.keys = keys
+    try:
+        with s.client("analyst") as c:
+            return dict(c.get("/api/status").json())
+    finally:
+        stop_serve(s)
+
+
 def test_a_long_schedule_serves_at_once_and_says_when_it_syncs_next(tmp_path):
     """With --every 1h the first sync runs at start, the server answers right after it
     (not an hour later), and status gives the next run."""
     from datetime import UTC, datetime
 
-    from conftest import EXAMPLE_POLICY
-
     dsn, store, _ = synced_fleet(tmp_path, users=300, days=1, seed=2)
-    keys = make_keys(store)
-    s = start_serve(store, tmp_path / "keys", "--sync-from", str(dsn), "--policy",
-                    str(EXAMPLE_POLICY), "--every", "1h")  # fmt: skip
-    s.keys = keys
-    try:
-        with s.client("analyst") as c:
-            status = c.get("/api/status").json()
-    finally:
-        stop_serve(s)
+    status = _status_of_an_hourly_schedule(dsn, store, tmp_path / "keys")
     assert status["sync"]["runs"] == 1 and status["sync"]["last_error"] is None
     next_at = datetime.fromisoformat(status["sync"]["next_at"])
     assert 3500 < (next_at - datetime.now(UTC)).total_seconds() <= 3600
@@ -747,20 +753,10 @@ def test_a_schedule_under_the_guard_makes_its_store_with_the_first_sync(tmp_path
     """`vigie serve --sync-from --every` onto a store not made yet: the first sync makes it
     (the guard has nothing to inspect before it), and it is served. Failed when a due sync
     inspected the store first: "No store at ..."."""
-    from conftest import EXAMPLE_POLICY
-
     dsn, _, _ = synced_fleet(tmp_path, users=200, days=1, seed=4)
     store = tmp_path / "new" / "vigie.duckdb"
     store.parent.mkdir(mode=0o700)
-    keys = make_keys(store)
-    s = start_serve(store, tmp_path / "keys", "--sync-from", str(dsn), "--policy",
-                    str(EXAMPLE_POLICY), "--every", "1h")  # fmt: skip
-    s.keys = keys
-    try:
-        with s.client("analyst") as c:
-            status = c.get("/api/status").json()
-    finally:
-        stop_serve(s)
+    status = _status_of_an_hourly_schedule(dsn, store, tmp_path / "keys")
     assert status["sync"]["runs"] == 1 and status["sync"]["last_error"] is None
     assert status["snapshot"]["generation"] == 1  # one copy, after the sync: none before it
 
