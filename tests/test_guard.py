@@ -315,6 +315,35 @@ def test_two_processes_append_to_one_audit_chain(tmp_path):
     assert len(log.read_text().splitlines()) == 400
 
 
+def test_a_writer_opened_while_another_appends_continues_the_chain(tmp_path, monkeypatch):
+    """The interleaving that made the two-process test fail now and then ("entry 7 appears
+    twice"): another process appends after a new writer has read the chain's tail and
+    released its lock, before that writer's first append. It must not reuse a seq."""
+    from contextlib import contextmanager
+
+    import vigie.audit.log as audit_log
+
+    log = tmp_path / "audit.log"
+    other = AuditLog(log)
+    other.append(who="web", i=0)
+    real_locked = audit_log._locked
+
+    @contextmanager
+    def read_then_the_other_appends(path, how):
+        with real_locked(path, how):
+            yield
+        other.append(who="web", i=1)  # lands between the tail's read and the first append
+
+    monkeypatch.setattr(audit_log, "_locked", read_then_the_other_appends)
+    late = AuditLog(log)
+    monkeypatch.undo()
+    assert late.append(who="guard", i=0) == 3
+    late.close()
+    other.close()
+    assert verify(log) == []
+    assert [e["seq"] for e in audit_log.read_entries(log)] == [1, 2, 3]
+
+
 def test_stale_namespaces_of_a_killed_guard_are_removed():
     from vigie.guard.netns import PREFIX, remove_stale_namespaces
 

@@ -104,7 +104,9 @@ class AuditLog:
             os.close(fd)
             raise AuditError(f"Audit log {path} is readable by others.", hint=f"chmod 600 {path}")
         self._fd = fd
-        self._end = os.fstat(fd).st_size
+        # Unknown: another process may have appended since the tail was read (the lock is
+        # released by now), so the first append always continues from the log's last entry.
+        self._end = -1
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
         self._head_fd = os.open(head_path(path), flags, 0o600)
 
