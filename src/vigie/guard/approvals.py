@@ -15,9 +15,12 @@ baseline, makes the file untrustworthy: the guard fails closed until it is sorte
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,8 +112,15 @@ class Outcome:
 
 def approve(path: Path, access: AccessFile, api_key: str, posture: dict[str, Any]) -> Outcome:
     """Sign ``posture`` with the admin key ``api_key``; it becomes the baseline once enough
-    different admins have signed it."""
+    different admins have signed it. Two admins approving at once take turns: each line
+    is chained to the one before it, read under the same lock as it is written."""
     entry = access.admin(api_key)
+    with _locked(path) as fd:
+        return _approve_locked(fd, path, access, entry, api_key, posture)
+
+
+def _approve_locked(fd: int, path: Path, access: AccessFile, entry: Entry, api_key: str,
+                    posture: dict[str, Any]) -> Outcome:  # fmt: skip
     ledger = read_ledger(path, access)
     if ledger.problems:
         raise Forbidden(
@@ -143,7 +153,7 @@ def approve(path: Path, access: AccessFile, api_key: str, posture: dict[str, Any
         "posture": posture,
         "sig": sign(api_key, _message(hash_, entry.name, at, ledger.last_line)),
     }
-    _append(path, json.dumps(line, sort_keys=True, separators=(",", ":")).encode())
+    _append(fd, json.dumps(line, sort_keys=True, separators=(",", ":")).encode())
     after = read_ledger(path, access)
     signers = sorted(
         after.approved_by if after.baseline_hash == hash_ else after.pending.get(hash_, set())
@@ -151,11 +161,18 @@ def approve(path: Path, access: AccessFile, api_key: str, posture: dict[str, Any
     return Outcome(after.baseline_hash == hash_, signers, want, changes)
 
 
-def _append(path: Path, line: bytes) -> None:
+@contextmanager
+def _locked(path: Path) -> Iterator[int]:
+    """The ledger opened for appending (created 0600), under an exclusive ``flock``."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, line + b"\n")
-        os.fsync(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lock
+
+
+def _append(fd: int, line: bytes) -> None:
+    os.write(fd, line + b"\n")
+    os.fsync(fd)
