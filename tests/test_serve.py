@@ -118,6 +118,45 @@ def test_revocation_takes_effect_at_the_next_request(served):
     assert httpx.get(served.url + "/api/kpis", headers=headers).status_code == 401
 
 
+def test_a_revocation_is_not_undone_by_a_key_created_at_the_same_moment(tmp_path, monkeypatch):
+    """A responder revokes a leaked key while another admin creates one: each command read
+    the file before the other wrote it, and the last write undid the first (the leaked key
+    worked again, or the new one never did)."""
+    import threading
+    from contextlib import suppress
+
+    from vigie.access.keys import AccessFile, parse_duration
+    from vigie.errors import AuthError
+
+    path = tmp_path / "access.json"
+    leaked = AccessFile(path).create("leaked", Role.ANALYST, parse_duration("1d"))
+    both_read = threading.Barrier(2, timeout=2)
+    reload = AccessFile._reload
+
+    def reload_then_wait_for_the_other(self):
+        reload(self)
+        with suppress(threading.BrokenBarrierError):
+            both_read.wait()  # passes only if the other command could read meanwhile
+
+    monkeypatch.setattr(AccessFile, "_reload", reload_then_wait_for_the_other)
+    made = {}
+    threads = [
+        threading.Thread(target=lambda: AccessFile(path).revoke("leaked")),
+        threading.Thread(target=lambda: made.update(
+            key=AccessFile(path).create("new", Role.ANALYST, parse_duration("1d")))),
+    ]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    monkeypatch.undo()
+    access = AccessFile(path)
+    with pytest.raises(AuthError, match="revoked"):
+        access.authenticate(leaked)
+    assert access.authenticate(made["key"]).name == "new"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+
+
 FORBIDDEN_SQL = [
     ("SELECT * FROM read_csv('/etc/passwd')", "not a table of the replica"),
     ("SELECT * FROM '/etc/passwd'", "not a table of the replica"),

@@ -4,11 +4,14 @@ A key reads ``vk_<id>_<secret>``: the id finds the entry, the secret is checked 
 SHA-256 (a 256-bit random secret needs no slow hash) in constant time. The file holds names,
 roles, expiry and revocation; never a key. It is rewritten atomically (a fresh temporary
 file in the same 0700 folder, then one rename), and re-read when it changes, so that a
-revocation takes effect at the next request of a running server.
+revocation takes effect at the next request of a running server. Changes (create, revoke)
+read and write it under an exclusive ``flock`` on ``<file>.lock``: two at once take turns,
+and neither undoes the other (a key created while another was revoked, say).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -17,6 +20,8 @@ import re
 import secrets
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,18 +106,19 @@ class AccessFile:
         """Add a key and return it: the only time it is ever shown."""
         if not _NAME.match(name):
             raise UsageError(f"Key name '{name}' is not valid.", hint="Use letters, digits, _ . -")
-        self._reload()
-        if name in self._entries:
-            raise UsageError(
-                f"A key named '{name}' exists.", hint="Revoke it or pick another name."
-            )
-        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-        now = datetime.now(UTC).replace(microsecond=0)
-        key = f"vk_{key_id}_{secret}"
-        sign = public_key_hex(key) if role is Role.ADMIN else None
-        self._entries[name] = Entry(name, role, key_id, hashlib.sha256(secret.encode()).hexdigest(),
-                                    now, now + expires_in, None, sign)  # fmt: skip
-        self._write()
+        with self._changing():
+            if name in self._entries:
+                raise UsageError(
+                    f"A key named '{name}' exists.", hint="Revoke it or pick another name."
+                )
+            key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+            now = datetime.now(UTC).replace(microsecond=0)
+            key = f"vk_{key_id}_{secret}"
+            sign = public_key_hex(key) if role is Role.ADMIN else None
+            self._entries[name] = Entry(name, role, key_id,
+                                        hashlib.sha256(secret.encode()).hexdigest(),
+                                        now, now + expires_in, None, sign)  # fmt: skip
+            self._write()
         return key
 
     def admin(self, key: str, now: datetime | None = None) -> Entry:
@@ -127,15 +133,31 @@ class AccessFile:
         return entry
 
     def revoke(self, name: str) -> Entry:
-        self._reload()
-        entry = self._entries.get(name)
-        if entry is None:
-            raise NotFound(f"No key named '{name}' in {self.path}.", hint="See vigie access list.")
-        if entry.revoked_at is None:
-            entry = replace(entry, revoked_at=datetime.now(UTC).replace(microsecond=0))
-            self._entries[name] = entry
-            self._write()
+        with self._changing():
+            entry = self._entries.get(name)
+            if entry is None:
+                raise NotFound(
+                    f"No key named '{name}' in {self.path}.", hint="See vigie access list."
+                )
+            if entry.revoked_at is None:
+                entry = replace(entry, revoked_at=datetime.now(UTC).replace(microsecond=0))
+                self._entries[name] = entry
+                self._write()
         return entry
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the file's lock, with its entries read afresh, while they are changed."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._stamp = None  # whatever was read before the lock may be stale
+            self._reload()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _reload(self) -> None:
         try:
