@@ -181,7 +181,9 @@ class Planner:
         self.stats = stats
         self.dims = dims
         self.until = until
-        self.rows = rows or {}
+        # a GROUP BY gives the rows in no fixed order, and moves that cost the same are
+        # taken in row order: the same data must always give the same pattern
+        self.rows = {day: sorted(rs, key=_row_order) for day, rs in (rows or {}).items()}
         self.suppressed: dict[Key, str] = {}
         self.published: set[Key] = set()
         self.covered: dict[Key, int] = defaultdict(int)
@@ -527,6 +529,10 @@ def _parent(cell: Key) -> Key:
     if grain == "week":
         return ("month", calendar.month_of_week(period), None, None)
     return cell
+
+
+def _row_order(row: Row) -> tuple[datetime, tuple[tuple[bool, str], ...], tuple[bool, ...]]:
+    return row.hour, tuple((v is not None, v or "") for v in row.values), row.mass
 
 
 def _order(cell: Key) -> tuple[str, datetime, str, str, str]:
