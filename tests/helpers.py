@@ -80,3 +80,33 @@ def synced_fleet(root: Path, users: int, days: int, seed: int, *, small_countrie
     store = root / "store" / "vigie.duckdb"
     sync(dsn, EXAMPLE_POLICY, store, keys)
     return dsn, store, keys
+
+
+def read_together(monkeypatch, owner: object, name: str) -> None:
+    """Make ``owner.name`` (the read of a read-then-write) wait after reading until a second
+    caller has read too, 2 s at most: two threads then both read before either writes,
+    unless a lock makes the second wait for the first to finish."""
+    import threading
+    from contextlib import suppress
+
+    both_read = threading.Barrier(2, timeout=2)
+    read = getattr(owner, name)
+
+    def read_then_wait_for_the_other(*args: Any) -> Any:
+        got = read(*args)
+        with suppress(threading.BrokenBarrierError):
+            both_read.wait()  # passes only if the other caller could read meanwhile
+        return got
+
+    monkeypatch.setattr(owner, name, read_then_wait_for_the_other)
+
+
+def in_threads(*calls: Any) -> None:
+    """Run the calls at once, each in a thread of its own; wait for all."""
+    import threading
+
+    threads = [threading.Thread(target=call) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)

@@ -204,32 +204,17 @@ def test_one_admin_alone_cannot_lower_security_even_approving_twice(tmp_path, ad
 def test_two_admins_approving_at_once_do_not_break_the_ledger(tmp_path, admins, monkeypatch):
     """Both read the ledger before either wrote: without a lock, both lines chain to the same
     previous one, the ledger no longer verifies and the guard closes the data."""
-    import threading
-    from contextlib import suppress
-
     import vigie.guard.approvals as approvals
+    from helpers import in_threads, read_together
 
     access, keys, signs = admins
     path = tmp_path / "approvals.jsonl"
     approve(path, access, keys["ana"], _posture({"email": "drop"}, signs))
     lowered = _posture({"email": "keep"}, signs)
-    both_read = threading.Barrier(2, timeout=2)
-    read = approvals.read_ledger
-
-    def read_then_wait_for_the_other(p, a):
-        ledger = read(p, a)
-        with suppress(threading.BrokenBarrierError):
-            both_read.wait()  # passes only if the other admin could read meanwhile
-        return ledger
-
-    monkeypatch.setattr(approvals, "read_ledger", read_then_wait_for_the_other)
+    read_together(monkeypatch, approvals, "read_ledger")
     outcomes = {}
-    threads = [threading.Thread(target=lambda n=n: outcomes.update({n: approve(
-        path, access, keys[n], lowered)})) for n in ("ana", "bob")]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    in_threads(*(lambda n=n: outcomes.update({n: approve(path, access, keys[n], lowered)})
+                 for n in ("ana", "bob")))  # fmt: skip
     monkeypatch.undo()
     ledger = read_ledger(path, access)
     assert ledger.problems == [] and ledger.count == 3

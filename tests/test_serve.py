@@ -122,33 +122,17 @@ def test_a_revocation_is_not_undone_by_a_key_created_at_the_same_moment(tmp_path
     """A responder revokes a leaked key while another admin creates one: each command read
     the file before the other wrote it, and the last write undid the first (the leaked key
     worked again, or the new one never did)."""
-    import threading
-    from contextlib import suppress
-
+    from helpers import in_threads, read_together
     from vigie.access.keys import AccessFile, parse_duration
     from vigie.errors import AuthError
 
     path = tmp_path / "access.json"
     leaked = AccessFile(path).create("leaked", Role.ANALYST, parse_duration("1d"))
-    both_read = threading.Barrier(2, timeout=2)
-    reload = AccessFile._reload
-
-    def reload_then_wait_for_the_other(self):
-        reload(self)
-        with suppress(threading.BrokenBarrierError):
-            both_read.wait()  # passes only if the other command could read meanwhile
-
-    monkeypatch.setattr(AccessFile, "_reload", reload_then_wait_for_the_other)
+    read_together(monkeypatch, AccessFile, "_reload")
     made = {}
-    threads = [
-        threading.Thread(target=lambda: AccessFile(path).revoke("leaked")),
-        threading.Thread(target=lambda: made.update(
-            key=AccessFile(path).create("new", Role.ANALYST, parse_duration("1d")))),
-    ]  # fmt: skip
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    in_threads(lambda: AccessFile(path).revoke("leaked"),
+               lambda: made.update(key=AccessFile(path).create("new", Role.ANALYST,
+                                                               parse_duration("1d"))))  # fmt: skip
     monkeypatch.undo()
     access = AccessFile(path)
     with pytest.raises(AuthError, match="revoked"):

@@ -11,7 +11,6 @@ and neither undoes the other (a key created while another was revoked, say).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -29,6 +28,7 @@ from pathlib import Path
 from vigie.access.decide import Actor, Role
 from vigie.access.signing import public_key_hex
 from vigie.errors import AuthError, Forbidden, KeyfileError, NotFound, UsageError
+from vigie.locking import exclusive
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _KEY = re.compile(r"^vk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -148,16 +148,10 @@ class AccessFile:
     @contextmanager
     def _changing(self) -> Iterator[None]:
         """Hold the file's lock, with its entries read afresh, while they are changed."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive(self.path.with_name(self.path.name + ".lock")):
             self._stamp = None  # whatever was read before the lock may be stale
             self._reload()
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _reload(self) -> None:
         try:

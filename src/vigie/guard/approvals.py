@@ -15,12 +15,9 @@ baseline, makes the file untrustworthy: the guard fails closed until it is sorte
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +27,7 @@ from vigie.access.keys import AccessFile, Entry
 from vigie.access.signing import sign, signature_ok
 from vigie.errors import Forbidden, UsageError
 from vigie.guard.posture import Change, compare, posture_hash
+from vigie.locking import exclusive
 
 GENESIS = "0" * 64
 
@@ -115,7 +113,7 @@ def approve(path: Path, access: AccessFile, api_key: str, posture: dict[str, Any
     different admins have signed it. Two admins approving at once take turns: each line
     is chained to the one before it, read under the same lock as it is written."""
     entry = access.admin(api_key)
-    with _locked(path) as fd:
+    with exclusive(path, os.O_WRONLY | os.O_APPEND) as fd:
         return _approve_locked(fd, path, access, entry, api_key, posture)
 
 
@@ -159,18 +157,6 @@ def _approve_locked(fd: int, path: Path, access: AccessFile, entry: Entry, api_k
         after.approved_by if after.baseline_hash == hash_ else after.pending.get(hash_, set())
     )
     return Outcome(after.baseline_hash == hash_, signers, want, changes)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[int]:
-    """The ledger opened for appending (created 0600), under an exclusive ``flock``."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _append(fd: int, line: bytes) -> None:
