@@ -41,7 +41,6 @@ from vigie.kpi.state import plan_for
 from vigie.policy.load import load_policy
 from vigie.stores.checks import verify_store
 from vigie.stores.duckdb_store import Store
-from vigie.stores.meta import KPI_STATE_KEY, META
 from vigie.sync.run import sync
 
 METRICS = load_metrics()
@@ -285,10 +284,8 @@ def test_a_full_rebuild_starts_a_new_state_file(fleet):
 
 
 def _state_token(store, keys):
-    """The token by which the store names its state file."""
     with Store(store, keys) as s:
-        rows = s.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [KPI_STATE_KEY])
-    return rows[0][0] if rows else None
+        return s.kpi_state_token()
 
 
 @pytest.mark.parametrize("swap", ["another store's", "under a rotated key", "restored"])

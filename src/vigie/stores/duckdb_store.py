@@ -221,7 +221,7 @@ class Store:
         """Attach the KPI state file (made anew when missing, or when it is not the one the
         store names: the states were reset, or the file is another store's or under
         another key); returns the database name its tables are under."""
-        token = self._kpi_state_token()
+        token = self.kpi_state_token()
         if self._state_attached():
             if token is not None:
                 return KPI_STATE_DB
@@ -248,13 +248,14 @@ class Store:
         return bool(self.rows("SELECT 1 FROM duckdb_databases() WHERE database_name = ?",
                               [KPI_STATE_DB]))  # fmt: skip
 
-    def _kpi_state_token(self) -> str | None:
+    def kpi_state_token(self) -> str | None:
+        """The random token by which the store names its KPI state file (None: no file)."""
         rows = self.rows(f"SELECT value FROM {META}.meta WHERE key = ?", [KPI_STATE_KEY])
         return str(rows[0][0]) if rows else None
 
     def _kpi_state_orphaned(self) -> bool:
         """A state file the store no longer names (``meta.reset_changes`` unnamed it)."""
-        return self.kpi_state_path.exists() and self._kpi_state_token() is None
+        return self.kpi_state_path.exists() and self.kpi_state_token() is None
 
     def _attach_named(self, token: str) -> bool:
         """Attach the state file and keep it attached if it holds ``token``; False (and
